@@ -1,0 +1,1 @@
+"""Model backends behind one small interface: generate, score log-probabilities, embed."""

@@ -1,0 +1,128 @@
+"""The policy as data: schema, loading and the compiled patterns every check reads."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ballast.yamlio import load_model
+
+RULE_ID = r"^[A-Z][0-9]+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_patterns(patterns: list[str]) -> list[str]:
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}") from None
+    return patterns
+
+
+class Fact(_Strict):
+    """A number a reply must state correctly, with the words that mark a sentence as about it."""
+
+    id: str
+    value: float
+    unit: Literal["days", "business_days", "usd", "months", "years"]
+    cues: list[str] = Field(min_length=1)
+
+
+class Rule(_Strict):
+    id: str = Field(pattern=RULE_ID)
+    area: str
+    title: str
+    text: str
+    facts: list[Fact] = []
+    triggers: list[str] = []
+    forbidden_patterns: list[str] = []
+    required_terms: list[str] = []
+    escalate_to: str | None = None
+
+    _patterns = field_validator("triggers", "forbidden_patterns")(_check_patterns)
+
+
+class Form(_Strict):
+    rule: str = Field(pattern=RULE_ID)
+    sign_off: list[str] = Field(min_length=1)
+
+
+class Register(_Strict):
+    rule: str = Field(pattern=RULE_ID)
+    banned_phrases: list[str]
+    casual_markers: list[str] = []
+    max_exclamation_marks: int = Field(ge=0)
+    emojis_allowed: bool
+
+
+class Policy(_Strict):
+    policy_id: str
+    version: str
+    company: str
+    audience: str
+    areas: dict[str, str]
+    lookup_tools: list[str]
+    forms: list[str]
+    teams: list[str]
+    form: Form
+    # `register` would shadow ABCMeta.register on the model class, hence the alias.
+    register_: Register = Field(alias="register")
+    rules: list[Rule] = Field(min_length=1)
+    sha256: str = ""  # of the policy file; filled by load_policy
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        seen: set[str] = set()
+        for i, rule in enumerate(self.rules):
+            if rule.id in seen:
+                raise ValueError(f"rules[{i}]: duplicate rule id {rule.id}")
+            seen.add(rule.id)
+            if self.areas.get(rule.id[0]) != rule.area:
+                raise ValueError(f"rules[{i}] ({rule.id}): area {rule.area!r} does not match the area "
+                                 f"of prefix {rule.id[0]!r}, expected {self.areas.get(rule.id[0])!r}")
+            if rule.escalate_to and rule.escalate_to not in (*self.teams, "supervisor"):
+                raise ValueError(f"rules[{i}] ({rule.id}): escalate_to {rule.escalate_to!r} is not one of "
+                                 f"the teams {self.teams} or 'supervisor'")
+        for name, ref in (("form.rule", self.form.rule), ("register.rule", self.register_.rule)):
+            if ref not in seen:
+                raise ValueError(f"{name}: {ref} is not a rule id in rules")
+        return self
+
+    @cached_property
+    def by_id(self) -> dict[str, Rule]:
+        return {r.id: r for r in self.rules}
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [r.id for r in self.rules]
+
+    @property
+    def sign_off(self) -> str:
+        return "\n".join(self.form.sign_off)
+
+    def rule(self, rule_id: str) -> Rule:
+        try:
+            return self.by_id[rule_id]
+        except KeyError:
+            raise KeyError(f"unknown rule id {rule_id!r}; the policy has {', '.join(self.rule_ids)}") from None
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and validate a policy YAML; a malformed file raises InputError naming file, line and field."""
+    path = Path(path)
+    policy = load_model(Policy, path)
+    return policy.model_copy(update={"sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+
+
+def rule_ids_in_markdown(text: str) -> list[str]:
+    """Rule ids declared in a prose policy as bold headings such as `**R1 Return window.**`."""
+    return re.findall(r"\*\*([A-Z][0-9]+)\s+[^*]+\*\*", text)

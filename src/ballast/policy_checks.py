@@ -1,0 +1,398 @@
+"""Rule checks compiled from the policy: wrong facts, missing escalation, form, register and forbidden
+phrasing in a reply. Curation drops synthetic records with findings; evaluation counts them per rule.
+
+Everything policy-specific comes from the Policy; what is written here is English: how numbers and
+durations are spelled, how a sentence negates or reports a phrase instead of asserting it."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Iterator
+
+from ballast.policy import Policy
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule_id: str
+    message: str
+    span: tuple[int, int] | None  # into the output text
+
+
+# --- text ------------------------------------------------------------------------------------------
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+@dataclass(frozen=True)
+class _Text:
+    raw: str
+    low: str  # same length as raw, so a span found in one indexes the other
+
+    @classmethod
+    def of(cls, raw: str) -> _Text:
+        low = raw.lower()
+        if len(low) != len(raw):  # a rare letter such as "İ" lowercases to two characters
+            low = "".join(c.lower() if len(c.lower()) == 1 else c for c in raw)
+        return cls(raw, low)
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """A policy regex, searched case-insensitively: lowercased, on the lowercased text, which runs about
+    three times faster than IGNORECASE; a pattern whose escapes lowercasing would change (\\W, \\x4A) keeps
+    IGNORECASE on the raw text."""
+
+    regex: re.Pattern[str]
+    on_raw: bool
+
+    @classmethod
+    def compile(cls, pattern: str) -> _Pattern:
+        if re.search(r"\\(?:[A-Z]|[xuN])", pattern):
+            return cls(re.compile(pattern, re.IGNORECASE), True)
+        return cls(re.compile(pattern.lower()), False)
+
+    def finditer(self, text: _Text) -> Iterator[re.Match[str]]:
+        return self.regex.finditer(text.raw if self.on_raw else text.low)
+
+
+# --- numeric claims ---------------------------------------------------------------------------------
+
+_SMALL = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+          "sixteen seventeen eighteen nineteen").split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_WORD_VALUE = {w: i for i, w in enumerate(_SMALL)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
+_NUM_WORD = rf"(?:(?:{'|'.join(_TENS)})(?:[- ](?:{'|'.join(_SMALL[1:10])}))?|{'|'.join(_SMALL)})"
+_NUM = rf"(?:\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?|{_NUM_WORD})"
+_CLAIM = re.compile(
+    rf"(?:\b(?P<a>{_NUM})(?:\s*(?:-|–|—|to|and|or)\s*(?P<b>{_NUM}))?[\s-]*"
+    rf"(?P<unit>(?:business|working)[\s-]days?|days?|weeks?|months?|years?)\b"
+    rf"|\bday\s+(?P<point>\d+)\b"
+    rf"|(?:\busd|\bus\$|\$)\s?(?P<usd>{_NUM})|\b(?P<usd2>{_NUM})\s?(?:usd|dollars)\b)")
+# A duration that dates an event of this order ("delivered 41 days ago", "at 14 months", "3 days late")
+# rather than stating a policy value.
+_EVENT_AFTER = re.compile(r"[\s-]+(?:and\s+\d+\s+\w+\s+)?(?:ago|old|late|early|overdue|left|remaining|later|"
+                          r"earlier|past|since|from (?:today|now))\b")
+_EVENT_BEFORE = re.compile(r"\bat\s+$")
+# What is left of a policy value: "within the next 1–6 business days", "two more days"; amounts always may be.
+_REMAINDER_BEFORE = re.compile(r"\b(?:next|another|further)\s+$")
+_REMAINDER_AFTER = re.compile(r"[\s-]+more\b")
+# Canonical units: weeks count as days and years as months, so "two weeks" and "24-month" compare directly.
+_SCALE = {"business_days": ("business_days", 1), "days": ("days", 1), "weeks": ("days", 7),
+          "months": ("months", 1), "years": ("months", 12), "usd": ("usd", 1)}
+_MAX_SUBSET = 10  # context numbers whose every subset sum is tried; beyond that, pairs only
+
+
+def _number(text: str) -> float:
+    text = text.replace(",", "")
+    if text[0].isdigit():
+        return float(text)
+    return float(sum(_WORD_VALUE[w] for w in re.split(r"[- ]", text)))
+
+
+def _dates_event(text: str, m: re.Match[str]) -> bool:
+    return bool(_EVENT_AFTER.match(text, m.end()) or _EVENT_BEFORE.search(text, max(0, m.start() - 8), m.start()))
+
+
+def _unit(raw: str) -> tuple[str, int]:
+    return _SCALE["business_days" if raw.startswith(("business", "working")) else raw.rstrip("s") + "s"]
+
+
+@dataclass(frozen=True)
+class _Claim:
+    value: float
+    unit: str  # canonical
+    span: tuple[int, int]
+    remainder: bool = False  # may be a policy value less a number from the context
+
+
+def _claims(text: str, *, context: bool = False) -> Iterator[_Claim]:
+    """Numbers with a unit in lowercased text. In a reply, durations that date an event are skipped; in
+    the context (instruction and input) every number counts, since the reply may quote it in other words."""
+    for m in _CLAIM.finditer(text):
+        if m["unit"]:
+            if not context and _dates_event(text, m):
+                continue
+            unit, scale = _unit(m["unit"])
+            remainder = bool(_REMAINDER_BEFORE.search(text, max(0, m.start() - 12), m.start())
+                             or _REMAINDER_AFTER.match(text, m.end()))
+            for g in ("a", "b"):
+                if m[g]:
+                    yield _Claim(_number(m[g]) * scale, unit, m.span(g), remainder)
+        elif m["point"]:
+            if context:  # "day 4 after delivery"
+                yield _Claim(float(m["point"]), "days", m.span("point"))
+        else:
+            g = "usd" if m["usd"] else "usd2"
+            yield _Claim(_number(m[g]), "usd", m.span(g), remainder=True)
+
+
+def _derivable(value: float, context: list[float], policy_values: set[float]) -> bool:
+    """True when value is arithmetic on the given numbers: a total or difference of context amounts, or
+    a policy value less a context number, such as the credit left under a limit."""
+    operands = set(context) | policy_values
+    if any(abs(a - b) == value for a in context for b in operands):
+        return True
+    if len(context) > _MAX_SUBSET:
+        return any(a + b == value for a, b in combinations(context, 2))
+    sums = {0.0}
+    for c in context:
+        sums |= {s + c for s in sums}
+    return value in sums
+
+
+# --- negated, conditional and reported phrases, in lowercased text -------------------------------
+
+_DENIAL = r"\b(?:not|no|never|nor|cannot|without)\b|n't\b"
+_DENIED = re.compile(_DENIAL)
+# A forbidden phrase also stands excused when it is a condition, a question or a report of what a draft says.
+_EXCUSED = re.compile(_DENIAL + r"|\b(?:unable|avoid|refuse[sd]?|whether|if|unless|until|once|before|when|"
+                      r"says|said|claims?|instead of)\b")
+_WORDS = re.compile(r"\S+")
+_QUOTES = re.compile(r"[\"“”]")
+_CLAUSE_END = re.compile(r"[.;\n]|\Z")
+
+
+def _preceded_by(cue: re.Pattern[str], text: str, start: int, max_words: int) -> bool:
+    """cue in the last max_words words of the clause that runs up to start."""
+    window = text[max(0, start - 12 * max_words):start]
+    window = window[max(window.rfind(c) for c in ".;:!?\n") + 1:]
+    return bool(cue.search(" ".join(_WORDS.findall(window)[-max_words:])))
+
+
+def _quoted_and_rejected(text: str, start: int, end: int) -> bool:
+    """Inside a quotation that the rest of the sentence rejects: '"refund today" is not allowed'."""
+    line_start = text.rfind("\n", 0, start) + 1
+    if len(_QUOTES.findall(text, line_start, start)) % 2 == 0:
+        return False
+    close = _QUOTES.search(text, end)
+    if not close:
+        return False
+    return bool(_DENIED.search(text, close.end(), _CLAUSE_END.search(text, close.end()).start()))
+
+
+# A completed state ("has been issued", "I approved") restated from the input is not an invention.
+_STATE_CLAIM = re.compile(r"\b(?:has|have|had|is|was|were|are|been)\s+(?:already\s+)?(?:been\s+)?\w+ed\b"
+                          r"|\bi\s+\w+ed\b")
+_IDENTIFIER = re.compile(r"[\d@]")  # a number or address is disclosed, not restated
+_STOPWORDS = frozenset("have has had been already your their this that with from will what they them".split())
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]{4,}", text) if w not in _STOPWORDS}
+
+
+def _restated(phrase: str, context: str) -> bool:
+    """A completed state that a sentence of the input itself records, e.g. "the refund has been issued"."""
+    if not _STATE_CLAIM.search(phrase) or _IDENTIFIER.search(phrase):
+        return False
+    words = _content_words(phrase)
+    return bool(words) and any(words <= _content_words(s) for s in _SENTENCE_BREAK.split(context))
+
+
+# --- audience ----------------------------------------------------------------------------------
+
+_DRAFT_REQUEST = re.compile(
+    r"\b(?:draft|write|compose|rewrite|rework|redo|fix|tidy|clean up|proofread|correct|reword|prepare)\b"
+    r"[^.?!]{0,60}\b(?:reply|response|email|e-mail|message|letter|draft|follow-up|answer|something)\b"
+    r"|\b(?:reply|respond|write back|answer)\s+to\s+(?:this|the|her|him|them|customer)\b"
+    r"|\bdraft\s+(?:please|included|one)\b",
+    re.IGNORECASE)
+_INTERNAL_RECIPIENT = re.compile(
+    r"\b(?:to|for|of)\s+(?:the\s+|my\s+|our\s+|a\s+)?(?:\w+\s+)?(?:team|colleague|supervisor|manager|lead|"
+    r"(?-i:IT)|warehouse|channel|handover|shift|intranet|newsletter)\b|\binternal\b", re.IGNORECASE)
+_LETTER_OPENING = re.compile(r"\A\s*Dear\b")
+
+
+# --- the checker -------------------------------------------------------------------------------
+
+# Triggers match at a word start and may take an inflection, so "injur" finds "injured" and "fraud"
+# "fraudulent" while "hospital" stays out of "hospitality" and "spark" out of "sparkling".
+_INFLECTION = r"(?:s|es|d|ed|ing|y|ies|ied|e|al|ulent|ised|ized)?\b"
+# Pictographs and emoticons; ballot boxes, check marks and crosses (☐ ✓ ✗) are list typography, not emoji.
+_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u260F\u2613-\u26FF\u2700-\u2712\u2714-\u2716\u2718-\u27BF"
+                    "\u2B50\u2B55]\uFE0F?|(?:(?<=\\s)|^)[:;]-?[)(DP](?!\\w)")
+_TRIGGER_WINDOW, _FORBIDDEN_WINDOW = 5, 20  # words before a match that can negate it
+
+
+def _stem(cue: str) -> str:
+    """A cue without the inflection of its last word, kept at four letters or more."""
+    stem = re.sub(r"(?:ed|ing|es|(?<!s)s)$", "", cue)
+    return stem if len(stem.rsplit(" ", 1)[-1]) >= 4 else cue
+
+
+def _phrase(text: str) -> str:
+    """Regex for a lowercased phrase matched whole, any run of whitespace or hyphens between its words."""
+    return r"[\s-]+".join(re.escape(w) for w in re.split(r"[\s-]+", text.strip().lower()))
+
+
+def _whole(alternatives: list[str]) -> re.Pattern[str]:
+    # One boundary check around the alternation, not one per phrase: several times faster.
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)")
+
+
+def _required(term: str) -> re.Pattern[str]:
+    """A required term, and for "stop <verb>ing" the plain ways to say it: "do not use", "out of use"."""
+    alternatives = [_phrase(term)]
+    gerund = re.fullmatch(r"stop (\w+?)ing", term.strip().lower())
+    if gerund:
+        verb = re.escape(gerund.group(1)) + "e?"
+        alternatives += [rf"(?:not|n't|never|no longer)\s+(?:to\s+)?{verb}", rf"out of {verb}"]
+    return _whole(alternatives)
+
+
+class PolicyChecker:
+    """Compiles a policy's checks once; `check` is then regex work on one record."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        # fact id -> (rule id, canonical unit, canonical value); cue stem -> fact ids
+        self._facts: dict[str, tuple[str, str, float]] = {}
+        self._cue_facts: dict[str, list[str]] = defaultdict(list)
+        for rule in policy.rules:
+            for fact in rule.facts:
+                unit, scale = _SCALE[fact.unit]
+                self._facts[fact.id] = (rule.id, unit, fact.value * scale)
+                for cue in fact.cues:
+                    self._cue_facts[_stem(cue.lower())].append(fact.id)
+        # Cues match by stem at a word start ("arrived" finds "arrival"), a short one as a whole word
+        # ("fee" and "fees", not "feel"); the longest wins an overlap.
+        cues = sorted(self._cue_facts, key=len, reverse=True)
+        alternatives = [re.escape(c) + ("" if len(c.rsplit(" ", 1)[-1]) >= 4 else r"(?=s?\b)") for c in cues]
+        self._cues = re.compile(r"\b(?:" + "|".join(alternatives) + ")") if cues else None
+
+        self._triggers = [(r.id, _Pattern.compile("|".join(rf"\b(?:{t}){_INFLECTION}" for t in r.triggers)))
+                          for r in policy.rules if r.triggers]
+        # "Payments Risk" names the team as well as "Payments Risk team" does.
+        self._teams = {r.id: _whole([_phrase(re.sub(r"\s+team$", "", r.escalate_to))])
+                       for r in policy.rules if r.escalate_to and r.triggers}
+        # A rule is in play, and its required terms are due, when its triggers fire; without triggers
+        # ("photo" for R4) a term would be demanded of every reply.
+        self._required = {r.id: [(t, _required(t)) for t in r.required_terms]
+                          for r in policy.rules if r.triggers and r.required_terms}
+        # (rule id, pattern, whether a negation inside the match excuses it: "refund ..., not cash" does,
+        # but not in a pattern that negates by itself, "no need to verify")
+        self._forbidden = [(r.id, _Pattern.compile(p), not _DENIED.search(p.lower().replace("\\b", " ")))
+                           for r in policy.rules for p in r.forbidden_patterns]
+
+        register = policy.register_
+        casual = register.banned_phrases + register.casual_markers
+        self._casual = _whole([_phrase(c) for c in casual]) if casual else None
+        self._emoji = None if register.emojis_allowed else _EMOJI
+        self._sign_off = re.compile(r"\s+".join(map(re.escape, policy.sign_off.split())) + r"\s*\Z")
+
+    # --- public API ---
+
+    def check(self, instruction: str, input: str, output: str, audience: str | None = None) -> list[Finding]:
+        """Every finding on one reply; `audience` is inferred when not given."""
+        audience = audience or self.infer_audience(instruction, output, self.policy.sign_off)
+        context, reply = _Text.of(instruction + "\n" + input), _Text.of(output)
+        findings = self._fact_findings(context, reply)
+        findings += self._escalation_findings(context, reply)
+        findings += self._forbidden_findings(context, reply)
+        findings += self._register_findings(reply)
+        if audience == "customer" and not self._sign_off.search(output):
+            findings.append(Finding(self.policy.form.rule, "a customer reply must end with the sign-off "
+                                    + " / ".join(self.policy.form.sign_off), None))
+        return findings
+
+    def triggered(self, instruction: str, input: str) -> list[str]:
+        """Rules whose escalation triggers fire, not negated, in the customer's or agent's text."""
+        return self._triggered(_Text.of(instruction + "\n" + input))
+
+    @staticmethod
+    def infer_audience(instruction: str, output: str, sign_off: str) -> str:
+        """"customer" for a letter to send (signed off, or opened like a letter, or asked for as a draft
+        reply that is not addressed to a colleague), else "agent"."""
+        first_line = sign_off.strip().split("\n", 1)[0]
+        if first_line and first_line in output:
+            return "customer"
+        if _INTERNAL_RECIPIENT.search(instruction):
+            return "agent"
+        return "customer" if _DRAFT_REQUEST.search(instruction) or _LETTER_OPENING.match(output) else "agent"
+
+    # --- checks ---
+
+    def _triggered(self, context: _Text) -> list[str]:
+        return [rule_id for rule_id, pattern in self._triggers
+                if any(not _preceded_by(_DENIED, context.low, m.start(), _TRIGGER_WINDOW)
+                       for m in pattern.finditer(context))]
+
+    def _fact_findings(self, context: _Text, reply: _Text) -> list[Finding]:
+        claims = list(_claims(reply.low))
+        if not claims or self._cues is None:
+            return []
+        starts = [0] + [m.end() for m in _SENTENCE_BREAK.finditer(reply.low)]
+        cues_by_sentence: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        for m in self._cues.finditer(reply.low):
+            cues_by_sentence[bisect.bisect_right(starts, m.start())].append((m.start(), m.group(0)))
+        # Any fact cued anywhere in the reply may be what a number states; the sentence only decides
+        # whether a number is a claim about a fact at all.
+        cued = {fid for cues in cues_by_sentence.values() for _, cue in cues for fid in self._cue_facts[cue]}
+        context_claims: list[_Claim] | None = None
+        findings = []
+        for claim in claims:
+            near = [(abs(pos - claim.span[0]), fid)
+                    for pos, cue in cues_by_sentence.get(bisect.bisect_right(starts, claim.span[0]), [])
+                    for fid in self._cue_facts[cue] if self._facts[fid][1] == claim.unit]
+            if not near:
+                continue
+            allowed = {self._facts[fid][2] for fid in cued if self._facts[fid][1] == claim.unit}
+            if claim.value in allowed:
+                continue
+            if context_claims is None:
+                context_claims = list(_claims(context.low, context=True))
+            quoted = [c.value for c in context_claims if c.unit == claim.unit]
+            if claim.value in quoted or _derivable(claim.value, quoted, allowed if claim.remainder else set()):
+                continue
+            # The fact most cued in the sentence, then the one cued nearest the number.
+            hits = Counter(fid for _, fid in near)
+            fact_id = min(near, key=lambda n: (-hits[n[1]], n[0]))[1]
+            findings.append(Finding(self._facts[fact_id][0],
+                                    f"{reply.raw[slice(*claim.span)]!r} ({claim.unit}) contradicts {fact_id}: "
+                                    f"the policy allows {', '.join(f'{v:g}' for v in sorted(allowed))}",
+                                    claim.span))
+        return findings
+
+    def _escalation_findings(self, context: _Text, reply: _Text) -> list[Finding]:
+        findings = []
+        for rule_id in self._triggered(context):
+            team = self._teams.get(rule_id)
+            if team and not team.search(reply.low):
+                findings.append(Finding(rule_id, f"escalation to {self.policy.by_id[rule_id].escalate_to} "
+                                                 "is not stated", None))
+            findings += [Finding(rule_id, f"required {term!r} is missing", None)
+                         for term, pattern in self._required.get(rule_id, []) if not pattern.search(reply.low)]
+        return findings
+
+    def _forbidden_findings(self, context: _Text, reply: _Text) -> list[Finding]:
+        findings = []
+        for rule_id, pattern, negation_inside_excuses in self._forbidden:
+            for m in pattern.finditer(reply):
+                start, end = m.span()
+                phrase = reply.low[start:end]
+                if (_preceded_by(_EXCUSED, reply.low, start, _FORBIDDEN_WINDOW)
+                        or (negation_inside_excuses and _DENIED.search(phrase))
+                        or _quoted_and_rejected(reply.low, start, end)
+                        or _restated(phrase, context.low)):
+                    continue
+                findings.append(Finding(rule_id, f"forbidden phrasing {reply.raw[start:end]!r}", (start, end)))
+        return findings
+
+    def _register_findings(self, reply: _Text) -> list[Finding]:
+        rule = self.policy.register_.rule
+        findings = []
+        if self._casual:
+            findings += [Finding(rule, f"casual phrase {reply.raw[slice(*m.span())]!r}", m.span())
+                         for m in self._casual.finditer(reply.low)]
+        if self._emoji:
+            findings += [Finding(rule, f"emoji {m.group(0)!r}", m.span()) for m in self._emoji.finditer(reply.raw)]
+        limit, count = self.policy.register_.max_exclamation_marks, reply.raw.count("!")
+        if count > limit:
+            over = [i for i, ch in enumerate(reply.raw) if ch == "!"][limit]
+            findings.append(Finding(rule, f"{count} exclamation marks, at most {limit} allowed", (over, over + 1)))
+        return findings

@@ -171,3 +171,89 @@ def models_smoke(
     console.print(f"[dim]{backend.model.name} sha256 {str(backend.model.sha256)[:16]}: {gen.prompt_tokens} prompt + "
                   f"{gen.completion_tokens} completion tokens in {seconds:.2f}s "
                   f"({gen.completion_tokens / seconds:.1f} tok/s incl. prompt)[/]")
+
+
+@app.command("run")
+def run_cmd(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides, e.g. select.budget=50")] = None,
+    until: Annotated[str, typer.Option(help="stop after this stage: generate, curate, select, train, evaluate, report")] = "report",
+) -> None:
+    """Run the pipeline; finished stages of an earlier run with the same inputs are reused."""
+    from ballast.pipeline import STAGES, run_recipe
+    from ballast.recipe import load_recipe
+
+    if until not in STAGES:
+        raise _fail(InputError(f"--until {until!r}: expected one of {', '.join(STAGES)}"))
+    try:
+        loaded = load_recipe(recipe, overrides or [])
+    except InputError as exc:
+        raise _fail(exc) from None
+    run_recipe(loaded, until)
+
+
+def _find_record(run: Path, record_id: str):  # noqa: ANN202
+    from ballast.store import read_records
+
+    for stage in ("select", "curate", "generate"):
+        path = run / "stages" / stage / "records.parquet"
+        if path.is_file():
+            records = read_records(path)
+            by_id = {r.id: r for r in records}
+            matches = [r for r in records if r.id.startswith(record_id)]
+            if len(matches) > 1:
+                raise InputError(f"{record_id!r} matches {len(matches)} records; give more characters")
+            if matches:
+                return matches[0], by_id
+    raise InputError(f"no record {record_id!r} in {run}")
+
+
+@app.command("explain")
+def explain_cmd(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    record_id: Annotated[str, typer.Argument(help="record id (a unique prefix is enough)")],
+) -> None:
+    """Print a record, its provenance and every decision on it, with the record it duplicated."""
+    try:
+        record, by_id = _find_record(run, record_id)
+    except InputError as exc:
+        raise _fail(exc) from None
+    verdict = "[green]kept[/]" if record.kept else "[red]dropped[/]"
+    console.print(f"[bold]{record.id}[/] {verdict}  source={record.source.value} round={record.round} "
+                  f"weight={record.weight:g}", highlight=False)
+    console.print(f"[bold]instruction[/] {record.instruction}", highlight=False)
+    if record.input:
+        console.print(f"[bold]input[/] {record.input}", highlight=False)
+    console.print(f"[bold]output[/] {record.output}", highlight=False)
+    gen = record.generator
+    console.print(f"[dim]generator={gen.name if gen else '-'} sha256={gen.sha256 if gen else '-'} "
+                  f"template={record.template_id} ({(record.template_sha256 or '-')[:12]}) "
+                  f"policy={record.policy_version} parents={len(record.parent_ids)} decoding={record.decoding} "
+                  f"meta={record.meta}[/]", highlight=False)
+    console.print("[bold]decisions[/]")
+    # One line per decision (not a table) so nothing is cut at the terminal's width and grep finds it.
+    for d in record.decisions:
+        details = ", ".join(x for x in (d.rule_id and f"rule {d.rule_id}",
+                                         d.score is not None and f"score {d.score:.3g}",
+                                         d.duplicate_of and f"duplicate of {d.duplicate_of}") if x)
+        mark = "[green]kept[/]" if d.kept else "[red]dropped[/]"
+        console.print(f"  {d.stage}: {mark} {d.reason}" + (f" ({details})" if details else ""), highlight=False,
+                      soft_wrap=True)
+    for d in record.decisions:
+        if d.duplicate_of:
+            other = by_id.get(d.duplicate_of)
+            text = other.instruction if other else "(not in this run's records)"
+            console.print(f"[bold]{d.duplicate_of}[/] (duplicated by this record): {text}", highlight=False)
+
+
+@app.command("report")
+def report_cmd(run: Annotated[Path, typer.Argument(help="run folder")]) -> None:
+    """Re-render a finished run's HTML report and data card."""
+    from ballast.report import render_data_card, render_report
+
+    render_data_card(run)
+    console.print(f"report: {render_report(run)}")
+
+
+if __name__ == "__main__":
+    app()

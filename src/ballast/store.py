@@ -98,7 +98,7 @@ def decisions_table(records: Iterable[Record]) -> pa.Table:
 def write_json(data: object, path: str | Path) -> Path:
     path = Path(path)
     tmp = _atomic(path)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
@@ -12,6 +13,12 @@ from ballast.records import ModelRef
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 Prompt = str | Sequence[Message]  # raw text for completion, messages for chat models
+
+
+def call_seed(text: str, seed: int) -> int:
+    """A sampling seed per prompt, so a prompt's output depends on (prompt, seed) alone, not on which
+    prompts ran before it or share its batch."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{text}".encode()).digest()[:4], "little")
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
 
-from ballast.backends.base import Decoding, Generation, Prompt, TokenScores
+from ballast.backends.base import Decoding, Generation, Prompt, TokenScores, call_seed
 from ballast.models import chat_template, resolve
 
 
@@ -57,11 +56,6 @@ class LlamaCppBackend:
                                         add_generation_prompt=add_generation_prompt)
         return formatter(messages=list(prompt)).prompt
 
-    @staticmethod
-    def _call_seed(text: str, seed: int) -> int:
-        # A seed per prompt, so a prompt's output does not depend on which prompts ran before it.
-        return int.from_bytes(hashlib.sha256(f"{seed}:{text}".encode()).digest()[:4], "little")
-
     def generate(self, prompts: Sequence[Prompt], decoding: Decoding) -> list[Generation]:
         results = []
         for prompt in prompts:
@@ -70,7 +64,7 @@ class LlamaCppBackend:
                 out = self.llm.create_completion(
                     text, max_tokens=decoding.max_tokens, temperature=decoding.temperature,
                     top_p=decoding.top_p, stop=list(decoding.stop) or None,
-                    seed=self._call_seed(text, decoding.seed))
+                    seed=call_seed(text, decoding.seed))
             except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than the context
                 results.append(Generation(text=None, error=f"{type(exc).__name__}: {exc}"))
                 continue

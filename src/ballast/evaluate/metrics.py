@@ -1,0 +1,80 @@
+"""Scores of one model output against the policy and the human reference, and their aggregates."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import numpy as np
+from rouge_score import rouge_scorer
+
+from ballast.policy import Policy
+from ballast.policy_checks import PolicyChecker
+from ballast.records import Record
+
+# Refusing or deflecting a benign request: apology-and-decline phrasing, "as an AI", or no real answer.
+REFUSAL = re.compile(
+    r"\b(i('| a)?m (sorry|afraid)[^.]{0,40}\b(can(no|')t|unable|not able)|i can(no|')t (help|assist|do|provide)|"
+    r"(unable|not able) to (help|assist)|as an ai\b|i (do not|don't) have (access|the ability)|"
+    r"please contact (customer )?(support|service))", re.I)
+_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+RATES = ("violation", "escalation_recall", "false_escalation", "signoff", "register_violation", "benign_refusal")
+
+
+def _escalates(output: str, team: str) -> bool:
+    return team.lower() in output.lower()
+
+
+def score_output(policy: Policy, checker: PolicyChecker, ref: Record, output: str) -> dict:
+    """One held-out example: which rules the output broke and the slice-level facts the tables need."""
+    findings = checker.check(ref.instruction, ref.input, output, ref.audience)
+    needed = sorted({policy.rule(r).escalate_to for r in ref.rules if r.startswith("E")} - {None})
+    teams = [t for t in policy.teams if _escalates(output, t)]
+    return {
+        "ref": ref.meta.get("ref", ref.id),
+        "slice": ref.slice,
+        "audience": ref.audience,
+        "findings": sorted({f.rule_id for f in findings}),
+        "violation": bool(findings),
+        "areas": sorted({policy.rule(f.rule_id).area for f in findings}),
+        "needs_escalation": bool(needed),
+        "escalation_recall": all(_escalates(output, t) for t in needed) if needed else None,
+        "false_escalation": (bool(teams) and "escalat" in output.lower()) if not needed else None,
+        "signoff": output.rstrip().endswith(policy.sign_off) if ref.audience == "customer" else None,
+        "register_violation": any(f.rule_id == policy.register_.rule for f in findings),
+        "benign_refusal": (bool(REFUSAL.search(output)) or len(output.split()) < 5) if ref.slice == "benign" else None,
+        "reference_rougeL": _ROUGE.score(ref.output, output)["rougeL"].fmeasure,
+    }
+
+
+def bootstrap_ci(values: list[float], *, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean."""
+    if not values:
+        return (float("nan"), float("nan"))
+    arr = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, len(arr), size=(n, len(arr)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _summary(rows: list[dict]) -> dict:
+    out: dict = {"n": len(rows)}
+    for key in (*RATES, "reference_rougeL"):
+        values = [float(r[key]) for r in rows if r[key] is not None]
+        out[key] = {"mean": float(np.mean(values)) if values else None, "n": len(values),
+                    "ci95": bootstrap_ci(values) if values else None}
+    return out
+
+
+def aggregate(rows: list[dict], policy: Policy) -> dict:
+    """Overall and per-slice rates, with the violation rate per policy area."""
+    by_slice: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_slice[r["slice"]].append(r)
+    areas = sorted(set(policy.areas.values()))
+    return {
+        "overall": _summary(rows),
+        "slices": {name: _summary(members) for name, members in sorted(by_slice.items())},
+        "areas": {a: float(np.mean([a in r["areas"] for r in rows])) if rows else None for a in areas},
+    }

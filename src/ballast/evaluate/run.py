@@ -1,0 +1,74 @@
+"""Generate with every compared model on the held-out set, with the same decoding, and score the outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+
+from ballast.backends.transformers_hf import TransformersBackend
+from ballast.evaluate.metrics import aggregate, score_output
+from ballast.generate.calls import generate_all
+from ballast.policy import Policy
+from ballast.policy_checks import PolicyChecker
+from ballast.prompts import record_messages, user_content
+from ballast.recipe import Recipe
+from ballast.records import Record
+from ballast.store import write_json, write_table
+
+
+def eval_subset(heldout: list[Record], cap: int | None, seed: int) -> list[Record]:
+    """All held-out examples, or `cap` of them stratified by slice (the same ones for every model): each slice
+    gets one when the cap allows, the rest goes by share with the largest remainders rounded up."""
+    if cap is None or cap >= len(heldout):
+        return heldout
+    ranked = sorted(heldout, key=lambda r: hashlib.sha256(f"{seed}:{r.id}".encode()).digest())
+    by_slice: dict[str, list[Record]] = defaultdict(list)
+    for r in ranked:
+        by_slice[r.slice or ""].append(r)
+    floor_each = 1 if cap >= len(by_slice) else 0
+    rest = cap - floor_each * len(by_slice)
+    shares = {s: rest * len(m) / len(heldout) for s, m in by_slice.items()}
+    quota = {s: floor_each + math.floor(v) for s, v in shares.items()}
+    for s in sorted(shares, key=lambda s: shares[s] - math.floor(shares[s]), reverse=True)[: cap - sum(quota.values())]:
+        quota[s] += 1
+    picked = [r for s, members in by_slice.items() for r in members[: quota[s]]]
+    # A slice smaller than its quota leaves places; fill them in rank order.
+    chosen = {r.id for r in picked}
+    return picked + [r for r in ranked if r.id not in chosen][: cap - len(picked)]
+
+
+def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], policy: Policy, recipe: Recipe,
+                    out: Path) -> dict:
+    cfg = recipe.evaluate
+    examples = eval_subset(heldout, cfg.max_examples, recipe.seed)
+    checker = PolicyChecker(policy)
+    decoding = cfg.decoding.to_decoding(recipe.seed)
+    prompts = [record_messages(r, policy.company, with_response=False) for r in examples]
+    results, outputs, rows = {}, {}, []
+    for name, adapter in adapters.items():
+        backend = TransformersBackend(recipe.models.strong, adapter=adapter, batch_size=cfg.batch_size)
+        gens = generate_all(backend, prompts, decoding, label=f"evaluate: {name}", chunk=cfg.batch_size)
+        texts = [g.text if g.ok else "" for g in gens]
+        scored = [score_output(policy, checker, r, t) for r, t in zip(examples, texts)]
+        results[name] = aggregate(scored, policy)
+        outputs[name] = texts
+        rows += [{"model": name, "output": t, "error": g.error, "findings": s["findings"], "ref": s["ref"],
+                  "slice": s["slice"]} for t, g, s in zip(texts, gens, scored)]
+    write_table(pa.Table.from_pylist(rows), out / "outputs.parquet")
+    write_json({"n_heldout": len(examples), "decoding": decoding.as_dict(), "models": results},
+               out / "results.json")
+    # Two samples per slice, side by side, for the report.
+    seen: dict[str, int] = defaultdict(int)
+    samples = []
+    for i, r in enumerate(examples):
+        if seen[r.slice] < 2:
+            seen[r.slice] += 1
+            samples.append({"slice": r.slice, "prompt": user_content(r.instruction, r.input), "reference": r.output,
+                            "outputs": {m: outputs[m][i] for m in adapters}})
+    (out / "samples.json").write_text(json.dumps(samples, indent=1), encoding="utf-8")
+    return {"records_in": len(examples), "records_out": len(rows), "kept": len(rows), "dropped": 0}

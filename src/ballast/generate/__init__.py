@@ -1,0 +1,1 @@
+"""Generators: stages that write new records (Self-Instruct, weak-model responses)."""

@@ -1,0 +1,130 @@
+"""The main job: generate -> curate -> select -> train (pilot and curated) -> evaluate -> report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from ballast.backends.llamacpp import LlamaCppBackend
+from ballast.cache import CachedGenerator
+from ballast.curate.filters import curation_filters
+from ballast.evaluate.run import evaluate_models
+from ballast.generate.self_instruct import self_instruct
+from ballast.manifest import FileHash, hash_file
+from ballast.models import resolve
+from ballast.policy import Policy, load_policy
+from ballast.policy_checks import PolicyChecker
+from ballast.recipe import Recipe
+from ballast.records import Record
+from ballast.report import render_data_card, render_report
+from ballast.run import Run, fingerprint
+from ballast.seeds import SeedSplit, load_seeds, split_heldout
+from ballast.select import select, training_set
+from ballast.templates import load_template
+from ballast.train import train_lora
+
+console = Console()
+
+
+class HeldOutLeak(RuntimeError):
+    pass
+
+
+def guard_heldout(records: list[Record], split: SeedSplit, where: str) -> None:
+    """The held-out set is never an input to generation or selection; fail loudly if it ever is."""
+    leaked = {r.id for r in records} | {p for r in records for p in r.parent_ids}
+    leaked &= split.heldout_ids
+    if leaked:
+        raise HeldOutLeak(f"{len(leaked)} held-out records reached {where}: {sorted(leaked)[:3]}")
+
+
+def curate(records: list[Record], seen: list[Record], recipe: Recipe, policy: Policy) -> list[Record]:
+    records = [r.model_copy(deep=True) for r in records]
+    checker = PolicyChecker(policy)
+    for r in records:
+        if r.audience is None:
+            r.audience = checker.infer_audience(r.instruction, r.output, policy.sign_off)
+    for step in curation_filters(recipe.curate, seen, checker):
+        step.run(records)
+    return records
+
+
+STAGES = ("generate", "curate", "select", "train", "evaluate", "report")
+
+
+def run_recipe(recipe: Recipe, until: str = "report") -> Path:
+    """Run the stages in order up to and including `until`; returns the run folder."""
+    if until not in STAGES:
+        raise ValueError(f"unknown stage {until!r}; stages are {', '.join(STAGES)}")
+    run = Run(recipe)
+    policy = load_policy(recipe.policy)
+    split = split_heldout(load_seeds(recipe.seeds, policy), recipe.heldout_fraction, salt=f"heldout:{recipe.seed}")
+    weak_path, weak_ref = resolve(recipe.models.weak)
+    strong_path, strong_ref = resolve(recipe.models.strong)
+    run.manifest.policy = {"policy_id": policy.policy_id, "version": policy.version, "sha256": policy.sha256}
+    run.manifest.models = {"weak": FileHash(path=str(weak_path), sha256=weak_ref.sha256, name=weak_ref.name),
+                           "strong": FileHash(path=str(strong_path), sha256=strong_ref.sha256, name=strong_ref.name)}
+    run.manifest.data = {"seeds": hash_file(recipe.seeds), "policy": hash_file(recipe.policy)}
+    template = load_template("generate/self_instruct")
+    run.manifest.templates = {template.id: template.sha256}
+    run.save_manifest()
+    heldout_ids = sorted(split.heldout_ids)
+    (run.root / "heldout_ids.json").write_text(json.dumps(heldout_ids, indent=0))
+    seeds_key = fingerprint([r.id for r in split.train], heldout_ids)
+
+    guard_heldout(split.train, split, "generation")
+    weak = CachedGenerator(LlamaCppBackend(recipe.models.weak), run.cache_path)
+    gen_key, generated = run.records_step(
+        "generate", recipe.generate, [seeds_key, weak_ref.sha256, recipe.seed, template.sha256], len(split.train),
+        lambda: self_instruct(split.train, weak, recipe.generate.self_instruct, recipe.generate.responses.decoding,
+                              policy.company, policy.policy_id, recipe.seed),
+        extra=lambda: {"cache_hits": weak.hits, "cache_misses": weak.misses})
+    if until == "generate":
+        return run.root
+    cur_key, curated = run.records_step(
+        "curate", [recipe.curate, policy.sha256], [gen_key, seeds_key], len(generated),
+        lambda: curate(generated, split.train, recipe, policy))
+    if until == "curate":
+        return run.root
+    sel_key, selected = run.records_step(
+        "select", recipe.select, [cur_key], len(curated) + len(split.train),
+        lambda: select(split.train, curated, recipe.select, recipe.seed))
+    guard_heldout(training_set(selected), split, "selection")
+    run.write_decision_log(selected)
+    if until == "select":
+        return run.root
+
+    # The pilot is what the team shipped: every seed plus everything the weak model wrote, unfiltered.
+    pilot_set = split.train + [r for r in generated if r.decisions and r.decisions[0].kept]
+    adapters: dict[str, Path | None] = {"base": None}
+    upstream = {"pilot": [gen_key, seeds_key], "curated": [sel_key]}
+    sets = {"pilot": pilot_set, "curated": training_set(selected)}
+    train_keys = []
+    for name in ("pilot", "curated"):
+        if name not in recipe.evaluate.models:
+            continue
+        folder = run.root / "stages" / f"train.{name}"
+        train_keys.append(run.step(f"train.{name}", recipe.train, [*upstream[name], strong_ref.sha256],
+                                   lambda out, records=sets[name]: _train(records, policy, recipe, out)))
+        adapters[name] = folder / "adapter"
+    if until == "train":
+        return run.root
+
+    run.step("evaluate", recipe.evaluate, [*train_keys, seeds_key, policy.sha256],
+             lambda out: evaluate_models({m: adapters[m] for m in recipe.evaluate.models}, split.heldout, policy,
+                                         recipe, out))
+    if until == "evaluate":
+        return run.root
+    render_data_card(run.root)
+    report = render_report(run.root)
+    console.print(f"[green]done[/] {run.root}: report {report}")
+    return run.root
+
+
+def _train(records: list[Record], policy: Policy, recipe: Recipe, out: Path) -> dict:
+    result = train_lora(records, policy.company, recipe.train, out / "adapter")
+    return {"records_in": len(records), "records_out": len(records), "kept": len(records), "dropped": 0,
+            "train": result.model_dump(mode="json")}
+

@@ -23,9 +23,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/ballast policy check examples/harbor-support/policy.yaml
-	$(BIN)/ballast seeds check examples/harbor-support/seeds.jsonl --policy examples/harbor-support/policy.yaml
-	$(BIN)/ballast models smoke
+	$(BIN)/ballast run examples/harbor-support/recipe.yaml
 
 test: setup
 	$(BIN)/python -m pytest

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -173,6 +174,40 @@ def models_smoke(
                   f"({gen.completion_tokens / seconds:.1f} tok/s incl. prompt)[/]")
 
 
+@app.command("self-instruct")
+def self_instruct_cmd(
+    seed_tasks: Annotated[Path, typer.Argument(help="seed tasks in the original format (seed_tasks.jsonl)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the original-format JSONL files")],
+    num_instructions: Annotated[int, typer.Option(help="machine instructions to generate")] = 20,
+    max_requests: Annotated[int, typer.Option(help="stop after this many requests")] = 50,
+    model: Annotated[str, typer.Option(help="embedded model or GGUF path (llamacpp), or served model name")] = "smollm2-135m-instruct",
+    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")] = None,
+    concurrency: Annotated[int, typer.Option(help="requests in flight against a server")] = 4,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Self-Instruct on the paper's seed tasks, writing the original repository's file formats."""
+    from ballast.generate.self_instruct_compat import load_seed_tasks, run_self_instruct
+    from ballast.recipe import SelfInstructConfig
+
+    try:
+        tasks = load_seed_tasks(seed_tasks)
+    except InputError as exc:
+        raise _fail(exc) from None
+    if base_url:
+        from ballast.backends.openai_http import OpenAIBackend
+
+        backend = OpenAIBackend(base_url, model, concurrency=concurrency)
+    else:
+        from ballast.backends.llamacpp import LlamaCppBackend
+
+        backend = LlamaCppBackend(model)
+    cfg = SelfInstructConfig(num_instructions=num_instructions, max_requests=max_requests)
+    result = run_self_instruct(tasks, backend, cfg, out, seed=seed)
+    for name, path in result.files.items():
+        console.print(f"{name}: {path}")
+    console.print(", ".join(f"{k} {v}" for k, v in result.counts.items()))
+
+
 @app.command("run")
 def run_cmd(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
@@ -192,20 +227,69 @@ def run_cmd(
     run_recipe(loaded, until)
 
 
-def _find_record(run: Path, record_id: str):  # noqa: ANN202
-    from ballast.store import read_records
+class _StageRecords:
+    """Records of a run's stage files, read by id without loading a whole 300,000-record file."""
 
-    for stage in ("select", "curate", "generate"):
-        path = run / "stages" / stage / "records.parquet"
-        if path.is_file():
-            records = read_records(path)
-            by_id = {r.id: r for r in records}
-            matches = [r for r in records if r.id.startswith(record_id)]
-            if len(matches) > 1:
-                raise InputError(f"{record_id!r} matches {len(matches)} records; give more characters")
-            if matches:
-                return matches[0], by_id
-    raise InputError(f"no record {record_id!r} in {run}")
+    STAGES = ("select", "curate", "generate")
+
+    def __init__(self, run: Path) -> None:
+        import pyarrow.parquet as pq
+
+        self.files = [(stage, pq.ParquetFile(p)) for stage in self.STAGES
+                      if (p := run / "stages" / stage / "records.parquet").is_file()]
+        self._ids: dict[str, object] = {}
+
+    def _id_column(self, stage: str, pf):  # noqa: ANN001, ANN202
+        if stage not in self._ids:
+            self._ids[stage] = pf.read(columns=["id"]).column("id")
+        return self._ids[stage]
+
+    def _rows(self, pf, positions: list[int]) -> list:  # noqa: ANN001
+        from ballast.store import RECORD_SCHEMA, from_table
+
+        out, start = [], 0
+        for rg in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(rg).num_rows
+            inside = [p - start for p in positions if start <= p < start + n]
+            if inside:
+                group = pf.read_row_group(rg).select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
+                out.extend(from_table(group.take(inside)))
+            start += n
+        return out
+
+    def find(self, prefix: str) -> list:
+        """Every row whose id starts with `prefix`, from the latest stage that has one (a pool can hold the same
+        content, hence the same id, more than once); an InputError when the prefix names several ids."""
+        import pyarrow.compute as pc
+
+        for stage, pf in self.files:
+            ids = self._id_column(stage, pf)
+            mask = pc.starts_with(ids, prefix)
+            positions = pc.indices_nonzero(mask).to_pylist()
+            if not positions:
+                continue
+            distinct = set(ids.filter(mask).to_pylist())
+            if len(distinct) > 1:
+                raise InputError(f"{prefix!r} matches {len(distinct)} records; give more characters")
+            return self._rows(pf, positions)
+        return []
+
+    def get(self, record_id: str):  # noqa: ANN202
+        rows = self.find(record_id) if record_id else []
+        return rows[0] if rows and rows[0].id == record_id else None
+
+
+def _find_record(run: Path, record_id: str):  # noqa: ANN202
+    records = _StageRecords(run)
+    matches = records.find(record_id)
+    if not matches:
+        raise InputError(f"no record {record_id!r} in {run}")
+    return matches, records
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
 
 
 @app.command("explain")
@@ -215,9 +299,10 @@ def explain_cmd(
 ) -> None:
     """Print a record, its provenance and every decision on it, with the record it duplicated."""
     try:
-        record, by_id = _find_record(run, record_id)
+        occurrences, by_id = _find_record(run, record_id)
     except InputError as exc:
         raise _fail(exc) from None
+    record = occurrences[0]
     verdict = "[green]kept[/]" if record.kept else "[red]dropped[/]"
     console.print(f"[bold]{record.id}[/] {verdict}  source={record.source.value} round={record.round} "
                   f"weight={record.weight:g}", highlight=False)
@@ -230,20 +315,117 @@ def explain_cmd(
                   f"template={record.template_id} ({(record.template_sha256 or '-')[:12]}) "
                   f"policy={record.policy_version} parents={len(record.parent_ids)} decoding={record.decoding} "
                   f"meta={record.meta}[/]", highlight=False)
-    console.print("[bold]decisions[/]")
-    # One line per decision (not a table) so nothing is cut at the terminal's width and grep finds it.
-    for d in record.decisions:
-        details = ", ".join(x for x in (d.rule_id and f"rule {d.rule_id}",
-                                         d.score is not None and f"score {d.score:.3g}",
-                                         d.duplicate_of and f"duplicate of {d.duplicate_of}") if x)
-        mark = "[green]kept[/]" if d.kept else "[red]dropped[/]"
-        console.print(f"  {d.stage}: {mark} {d.reason}" + (f" ({details})" if details else ""), highlight=False,
-                      soft_wrap=True)
-    for d in record.decisions:
-        if d.duplicate_of:
-            other = by_id.get(d.duplicate_of)
-            text = other.instruction if other else "(not in this run's records)"
-            console.print(f"[bold]{d.duplicate_of}[/] (duplicated by this record): {text}", highlight=False)
+    shown: set[str] = set()
+    for n, occurrence in enumerate(occurrences, start=1):
+        if len(occurrences) > 1:
+            mark = "[green]kept[/]" if occurrence.kept else "[red]dropped[/]"
+            console.print(f"[bold]decisions[/] (occurrence {n} of {len(occurrences)} of this exact content: {mark})")
+        else:
+            console.print("[bold]decisions[/]")
+        # One line per decision (not a table) so nothing is cut at the terminal's width and grep finds it.
+        for d in occurrence.decisions:
+            details = ", ".join(x for x in (d.rule_id and f"rule {d.rule_id}",
+                                             d.score is not None and f"score {d.score:.3g}",
+                                             d.duplicate_of and f"duplicate of {d.duplicate_of}") if x)
+            mark = "[green]kept[/]" if d.kept else "[red]dropped[/]"
+            console.print(f"  {d.stage}: {mark} {d.reason}" + (f" ({details})" if details else ""), highlight=False,
+                          soft_wrap=True)
+        for d in occurrence.decisions:
+            if d.duplicate_of and d.duplicate_of not in shown:
+                shown.add(d.duplicate_of)
+                other = by_id.get(d.duplicate_of)
+                if other is None:
+                    console.print(f"[bold]{d.duplicate_of}[/] (duplicated by this record, {d.stage}): "
+                                  "(not in this run's records)", highlight=False)
+                    continue
+                console.print(f"[bold]{d.duplicate_of}[/] (duplicated by this record, {d.stage}): "
+                              f"{other.instruction}", highlight=False, soft_wrap=True)
+                if other.input:
+                    console.print(f"  [dim]input[/] {_clip(other.input)}", highlight=False, soft_wrap=True)
+                console.print(f"  [dim]output[/] {_clip(other.output)}", highlight=False, soft_wrap=True)
+
+
+@app.command("stats")
+def stats_cmd(run: Annotated[Path, typer.Argument(help="run folder (or a decisions.parquet file)")]) -> None:
+    """The funnel of a run's decision log: per stage, and per stage and source (DuckDB over decisions.parquet)."""
+    import duckdb
+
+    from ballast.report import STAGE_ORDER, funnel
+
+    decisions = run if run.suffix == ".parquet" else run / "decisions.parquet"
+    if not decisions.is_file():
+        raise _fail(InputError("no decision log here; run `ballast run` or `ballast curate` first", file=decisions))
+    steps = funnel(decisions)
+    table = Table(title=f"funnel: {decisions}")
+    for col, justify in (("stage", "left"), ("decided", "right"), ("kept", "right"), ("dropped", "right"),
+                         ("top drop reasons", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "top drop reasons")
+    for s in steps:
+        table.add_row(s["stage"], str(s["kept"] + s["dropped"]), str(s["kept"]), str(s["dropped"]),
+                      "\n".join(f"{n} × {why}" for why, n in s["reasons"][:3]))
+    console.print(table)
+    rows = duckdb.sql(f"""select stage, source, count(*), count(*) filter (where kept),
+                          count(*) filter (where not kept), min({STAGE_ORDER}) o, min(pos) p
+                          from (select *, row_number() over () as pos from read_parquet('{decisions}'))
+                          group by stage, source order by o, p, source""").fetchall()
+    by_source = Table(title="per stage and source")
+    for col in ("stage", "source", "decided", "kept", "dropped"):
+        by_source.add_column(col, justify="left" if col in ("stage", "source") else "right", no_wrap=True)
+    for stage, source, decided, kept, dropped, _, _ in rows:
+        by_source.add_row(stage, source, str(decided), str(kept), str(dropped))
+    console.print(by_source)
+    if steps:
+        console.print(f"kept after {steps[-1]['stage']}: {steps[-1]['kept']}")
+
+
+@app.command("curate")
+def curate_cmd(
+    pool: Annotated[Path, typer.Argument(help="Parquet file of records (from `ballast import`)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder to write")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides of the curate section, "
+                                                                  "e.g. curate.semantic.enabled=true")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="recipe whose curate section, policy and training seeds "
+                                                        "to use (default: built-in settings, no policy checks)")] = None,
+) -> None:
+    """Curate a large pool in chunks: OUT/stages/curate/records.parquet (every record with its decisions) and
+    OUT/decisions.parquet (the decision log), for `ballast explain` and `ballast stats`."""
+    from ballast.curate.stream import curate_parquet
+    from ballast.recipe import CurateConfig, _apply_override
+    from ballast.store import write_json
+
+    try:
+        seen, policy = [], None
+        if recipe is not None:
+            from ballast.policy import load_policy
+            from ballast.recipe import load_recipe
+            from ballast.seeds import load_seeds, split_heldout
+
+            loaded = load_recipe(recipe, overrides or [])
+            cfg = loaded.curate
+            policy = load_policy(loaded.policy)
+            seen = split_heldout(load_seeds(loaded.seeds, policy), loaded.heldout_fraction,
+                                 salt=f"heldout:{loaded.seed}").train
+        else:
+            data: dict = {"curate": {}}
+            for override in overrides or []:
+                _apply_override(data, override if override.startswith("curate.") else f"curate.{override}")
+            from ballast.yamlio import validate
+
+            cfg = validate(CurateConfig, data["curate"], file="<command line>")
+        report = curate_parquet(pool, out / "stages" / "curate" / "records.parquet", out / "decisions.parquet",
+                                cfg, seen=seen, policy=policy)
+    except InputError as exc:
+        raise _fail(exc) from None
+    write_json({"pool": str(pool), "config": cfg.model_dump(mode="json"), **report.as_dict()},
+               out / "stages" / "curate" / "stats.json")
+    table = Table(title=f"curated {report.records_in} records in {report.seconds:.1f}s, "
+                        f"peak RSS {report.peak_rss_mb:.0f} MB")
+    for col in ("stage", "decided", "kept", "dropped", "seconds"):
+        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
+    for name, c in report.stages.items():
+        table.add_row(name, str(c.decided), str(c.kept), str(c.dropped), f"{c.seconds:.1f}")
+    console.print(table)
+    console.print(f"kept {report.kept}, dropped {report.dropped}; decisions in {out / 'decisions.parquet'}")
 
 
 @app.command("report")
@@ -257,3 +439,30 @@ def report_cmd(run: Annotated[Path, typer.Argument(help="run folder")]) -> None:
 
 if __name__ == "__main__":
     app()
+
+
+@app.command("gate")
+def gate_cmd(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    against: Annotated[Optional[Path], typer.Option(help="run to compare slices with (default: the last released run)")] = None,
+    release: Annotated[bool, typer.Option(help="if every check passes, mark this run as the released one")] = False,
+) -> None:
+    """Check a finished run against the recipe's release thresholds; exits 1 when any check fails."""
+    from ballast.gate import mark_released, run_gate
+    from ballast.recipe import Recipe
+
+    recipe = Recipe.model_validate(yaml.safe_load((run / "recipe.yaml").read_text()))
+    checks = run_gate(run, recipe.gate, against)
+    table = Table(title=f"release gate: {recipe.gate.model} model of {run}")
+    for col in ("check", "value", "limit", "result"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, "–" if c.value is None else f"{c.value:.3f}", c.limit,
+                      "[green]pass[/]" if c.passed else "[red]FAIL[/]")
+    console.print(table)
+    failed = [c.name for c in checks if not c.passed]
+    if failed:
+        err_console.print(f"[bold red]gate failed:[/] {', '.join(failed)}")
+        raise typer.Exit(code=1)
+    if release:
+        console.print(f"released: {mark_released(run)}")

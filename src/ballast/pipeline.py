@@ -7,11 +7,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ballast.backends.llamacpp import LlamaCppBackend
 from ballast.cache import CachedGenerator
 from ballast.curate.filters import curation_filters
 from ballast.evaluate.run import evaluate_models
-from ballast.generate.self_instruct import self_instruct
+from ballast.gate import run_gate
+from ballast.generate.calls import CallLog
+from ballast.generate.stage import generate_records, templates_used, weak_generator
 from ballast.manifest import FileHash, hash_file
 from ballast.models import resolve
 from ballast.policy import Policy, load_policy
@@ -22,7 +23,6 @@ from ballast.report import render_data_card, render_report
 from ballast.run import Run, fingerprint
 from ballast.seeds import SeedSplit, load_seeds, split_heldout
 from ballast.select import select, training_set
-from ballast.templates import load_template
 from ballast.train import train_lora
 
 console = Console()
@@ -67,20 +67,28 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
     run.manifest.models = {"weak": FileHash(path=str(weak_path), sha256=weak_ref.sha256, name=weak_ref.name),
                            "strong": FileHash(path=str(strong_path), sha256=strong_ref.sha256, name=strong_ref.name)}
     run.manifest.data = {"seeds": hash_file(recipe.seeds), "policy": hash_file(recipe.policy)}
-    template = load_template("generate/self_instruct")
-    run.manifest.templates = {template.id: template.sha256}
+    templates = templates_used(recipe.generate)
+    run.manifest.templates = dict(templates)
     run.save_manifest()
     heldout_ids = sorted(split.heldout_ids)
     (run.root / "heldout_ids.json").write_text(json.dumps(heldout_ids, indent=0))
     seeds_key = fingerprint([r.id for r in split.train], heldout_ids)
 
     guard_heldout(split.train, split, "generation")
-    weak = CachedGenerator(LlamaCppBackend(recipe.models.weak), run.cache_path)
+    weak = CachedGenerator(weak_generator(recipe, weak_ref), run.cache_path)
+    # Every model call of the stage, appended as it returns: a crash leaves a trail and the failures counted.
+    call_log, gen_counts = CallLog(run.root / "logs" / "generate.calls.jsonl"), {}
+
+    def produce_generated() -> list[Record]:
+        records, counts = generate_records(split.train, weak, recipe, policy, log=call_log)
+        gen_counts.update(counts)
+        return records
+
     gen_key, generated = run.records_step(
-        "generate", recipe.generate, [seeds_key, weak_ref.sha256, recipe.seed, template.sha256], len(split.train),
-        lambda: self_instruct(split.train, weak, recipe.generate.self_instruct, recipe.generate.responses.decoding,
-                              policy.company, policy.policy_id, recipe.seed),
-        extra=lambda: {"cache_hits": weak.hits, "cache_misses": weak.misses})
+        "generate", recipe.generate,
+        [seeds_key, weak.model.sha256 or weak.model.name, recipe.seed, templates, policy.sha256], len(split.train),
+        produce_generated, extra=lambda: {"cache_hits": weak.hits, "cache_misses": weak.misses, **gen_counts})
+    call_log.close()
     if until == "generate":
         return run.root
     cur_key, curated = run.records_step(
@@ -117,6 +125,7 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
                                          recipe, out))
     if until == "evaluate":
         return run.root
+    run_gate(run.root, recipe.gate)
     render_data_card(run.root)
     report = render_report(run.root)
     console.print(f"[green]done[/] {run.root}: report {report}")

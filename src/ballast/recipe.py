@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ballast.backends.base import Decoding
 from ballast.errors import InputError
@@ -28,12 +29,24 @@ class DecodingConfig(_Section):
                         stop=stop)
 
 
-# Self-Instruct's keyword blacklist (tasks a text-only model cannot do).
+# Self-Instruct's keyword blacklist (tasks a text-only model cannot do), as in the original
+# bootstrap_instructions.py; Alpaca later added video, audio, music, flowchart and diagram.
 PAPER_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-                   "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram"]
+                   "draw", "plot", "go to"]
+
+
+class InstanceFilterConfig(_Section):
+    """Self-Instruct's instance filters (prepare_for_finetuning.py in the original code)."""
+
+    same_input_output: bool = Field(True, description="drop an instance whose output repeats its input")
+    empty_output: bool = Field(True, description="drop an instance with an empty output")
+    incomplete: bool = Field(True, description="drop an instance whose input or output ends with a colon")
+    conflicting_outputs: bool = Field(True, description="drop a task's instances when one input has two outputs")
+    max_per_task: int = Field(5, ge=1, description="keep at most this many instances per task")
 
 
 class SelfInstructConfig(_Section):
+    enabled: bool = True
     num_instructions: int = Field(100, ge=1, description="machine instructions to add to the pool")
     prompt_instructions: int = Field(8, ge=2, description="in-context tasks per request")
     human_in_prompt: int = Field(6, ge=1, description="of which taken from the human seeds")
@@ -43,15 +56,163 @@ class SelfInstructConfig(_Section):
     blacklist: list[str] = PAPER_BLACKLIST
     max_requests: int = Field(200, ge=1, description="stop even if the pool has not grown enough")
     decoding: DecodingConfig = DecodingConfig(temperature=0.7, top_p=0.5, max_tokens=320)
+    bad_starts: list[str] = Field(["Write a program"], description="reject a task starting with one of these")
+    request_batch_size: int = Field(5, ge=1, description="requests sampled and sent together, as the paper's code")
+    truncated: Literal["drop_last", "drop_response", "keep"] = Field(
+        "drop_last", description="a completion cut by max_tokens: reject its last task, all its tasks (the "
+                                 "original code), or neither")
+    # "responses": the weak model answers each new task (ballast's default); "instances": the paper's
+    # classification detection and input-first / output-first instance generation.
+    mode: Literal["responses", "instances"] = "responses"
+    classify_decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=3)
+    instance_decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=350)
+    max_instances_to_generate: int = Field(5, ge=1, description="the prompt stops at Example N+1")
+    instance_filters: InstanceFilterConfig = InstanceFilterConfig()
+
+
+class GroundingConfig(_Section):
+    max_rules: int = Field(4, ge=0, description="policy rules in the prompt: triggered ones first, then nearest")
+    min_rule_similarity: float = Field(0.25, ge=-1, le=1, description="cosine floor for a rule found by embedding")
+    examples: int = Field(2, ge=0, description="nearest human training seeds shown as worked examples")
+    max_example_words: int = Field(500, ge=1, description="word budget for all examples together")
 
 
 class ResponsesConfig(_Section):
     decoding: DecodingConfig = DecodingConfig(temperature=0.7, top_p=0.9, max_tokens=220)
+    # "plain": the prompt the strong model is trained on; "grounded": the prompt also carries the policy
+    # rules relevant to the instruction and the nearest human seeds as examples.
+    mode: Literal["plain", "grounded"] = "plain"
+    grounding: GroundingConfig = GroundingConfig()
+
+
+EVOL_METHODS = ("constraints", "deepen", "concretize", "reasoning", "breadth")
+# Words of the evolving prompt that must not show up in an evolved instruction (elimination rule 4).
+EVOL_COPIED = ["#The Given Prompt#", "#Given Prompt#", "#Rewritten Prompt#", "#Created Prompt#", "given prompt",
+               "rewritten prompt", "created prompt"]
+
+
+class EvolConfig(_Section):
+    enabled: bool = False
+    rounds: int = Field(4, ge=1, description="evolution rounds (the paper's M = 4)")
+    methods: list[Literal[EVOL_METHODS]] = list(EVOL_METHODS)  # type: ignore[valid-type]
+    max_seeds: int | None = Field(20, ge=1, description="human training seeds to start from (None: all)")
+    judge_equal: bool = Field(True, description="elimination 1: the model judges whether the rewrite gains anything")
+    refusal_max_words: int = Field(80, ge=1, description="elimination 2: a 'sorry' response under this many words")
+    refusal_markers: list[str] = ["sorry", "i cannot", "i can't", "i am unable", "i'm unable", "as an ai"]
+    copied_phrases: list[str] = EVOL_COPIED
+    decoding: DecodingConfig = DecodingConfig(temperature=0.7, top_p=0.95, max_tokens=200)
+    judge_decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=4)
+
+
+DEFAULT_PERSONAS = ["a new support agent in their first week", "a senior agent who writes tersely",
+                    "an agent typing quickly on a phone between calls", "a team lead reviewing a colleague's ticket",
+                    "an agent whose first language is not English"]
+
+
+class ParaphraseConfig(_Section):
+    enabled: bool = False
+    personas: list[str] = Field(DEFAULT_PERSONAS, min_length=1)
+    per_seed: int = Field(1, ge=1, description="paraphrases per seed, each in another persona's voice")
+    max_seeds: int | None = Field(40, ge=1, description="human training seeds to rewrite (None: all)")
+    max_rouge: float = Field(0.9, gt=0, le=1, description="drop a rewrite this close to the original (ROUGE-L)")
+    max_length_ratio: float = Field(3.0, gt=1, description="drop a rewrite this many times longer than the original")
+    # "parent": keep the human reply (the request means the same); "weak": the weak model answers anew.
+    response: Literal["parent", "weak"] = "parent"
+    decoding: DecodingConfig = DecodingConfig(temperature=0.9, top_p=0.95, max_tokens=80)
+
+
+_SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class SlotTemplate(_Section):
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    instruction: str = Field(min_length=1)
+    input: str = ""
+    slice: str | None = None
+    rules: list[str] = []
+    audience: Literal["customer", "agent"] | None = None
+
+    @property
+    def slots(self) -> list[str]:
+        return list(dict.fromkeys(_SLOT.findall(self.instruction + "\n" + self.input)))
+
+
+class TemplateSlotsConfig(_Section):
+    enabled: bool = False
+    slots: dict[str, list[str]] = Field({}, description="slot name -> values, e.g. channel: [chat, email]")
+    templates: list[SlotTemplate] = []
+    total: int = Field(20, ge=1, description="filled templates to make, more of them for thin slices")
+
+    @model_validator(mode="after")
+    def _every_slot_declared(self) -> TemplateSlotsConfig:
+        for t in self.templates:
+            for slot in t.slots:
+                if not self.slots.get(slot):
+                    raise ValueError(f"template {t.id!r} uses slot {slot!r}, which has no values in "
+                                     f"generate.template_slots.slots (declared: {sorted(self.slots)})")
+        return self
+
+
+CONTRASTIVE_EDITS = ("changed_number", "dropped_escalation", "casual_rewrite", "promised_date",
+                     "over_limit_approval", "skipped_identity_check", "dropped_sign_off")
+
+
+class ContrastiveConfig(_Section):
+    enabled: bool = False
+    edits: list[Literal[CONTRASTIVE_EDITS]] = list(CONTRASTIVE_EDITS)  # type: ignore[valid-type]
+    max_seeds: int | None = Field(None, ge=1, description="human training seeds to build negatives from")
+    promise_rule: str = Field("D1", description="rule a promised delivery date breaks")
+    identity_rule: str = Field("P1", description="rule a skipped identity check breaks")
+
+
+class ServerConfig(_Section):
+    """Generate through an OpenAI-compatible server instead of llama.cpp in process."""
+
+    base_url: str
+    model: str
+    concurrency: int = Field(4, ge=1)
+    requests_per_second: float | None = Field(None, gt=0)
+    max_retries: int = Field(3, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    api_key_env: str | None = None
+    model_sha256: str | None = None
 
 
 class GenerateConfig(_Section):
     self_instruct: SelfInstructConfig = SelfInstructConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    evol: EvolConfig = EvolConfig()
+    paraphrase: ParaphraseConfig = ParaphraseConfig()
+    template_slots: TemplateSlotsConfig = TemplateSlotsConfig()
+    contrastive: ContrastiveConfig = ContrastiveConfig()
+    server: ServerConfig | None = None
+    batch_size: int = Field(8, ge=1, description="prompts per backend call when results cannot stream")
+
+
+class MinHashConfig(_Section):
+    enabled: bool = True
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations per record")
+    threshold: float = Field(0.7, gt=0, lt=1, description="estimated Jaccard of word shingles that makes a near-duplicate")
+    bands: int | None = Field(None, ge=1, description="LSH bands (with rows); default: datasketch's optimum for threshold")
+    rows: int | None = Field(None, ge=1, description="MinHash values per band")
+    shingle_words: int = Field(3, ge=1, description="words per shingle")
+    seed: int = 1
+
+    @model_validator(mode="after")
+    def _bands_rows(self) -> MinHashConfig:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both bands and rows, or neither")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands * rows = {self.bands * self.rows} is more than num_perm = {self.num_perm}")
+        return self
+
+
+class SemanticConfig(_Section):
+    enabled: bool = False  # distils a static model from MiniLM on first use (about a minute, then cached)
+    threshold: float = Field(0.95, gt=0, le=1, description="cosine similarity that makes a semantic duplicate")
+    pca_dims: int = Field(256, ge=8, description="dimensions of the distilled static model")
+    max_tokens: int = Field(256, ge=8, description="tokens embedded per record")
+    neighbours: int = Field(4, ge=1, description="nearest earlier records checked per record")
 
 
 class CurateConfig(_Section):
@@ -61,6 +222,11 @@ class CurateConfig(_Section):
     max_output_words: int = 400
     rouge_threshold: float = Field(0.7, gt=0, le=1, description="Self-Instruct's novelty rule")
     policy_checks: bool = True
+    max_record_chars: int = Field(20_000, ge=1, description="drop records longer than this (all fields together)")
+    english_only: bool = True
+    minhash: MinHashConfig = MinHashConfig()
+    semantic: SemanticConfig = SemanticConfig()
+    chunk_size: int = Field(20_000, ge=1, description="records per chunk when curating a Parquet pool")
 
 
 class SelectConfig(_Section):
@@ -73,6 +239,17 @@ class EvaluateConfig(_Section):
     max_examples: int | None = Field(None, ge=1, description="cap on held-out examples (stratified by slice)")
     batch_size: int = Field(16, ge=1)
     decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=200)
+
+
+class GateConfig(_Section):
+    """Release thresholds on the gated model's held-out results; None switches a check off."""
+
+    model: Literal["base", "pilot", "curated"] = "curated"
+    max_violation_rate: float | None = Field(None, ge=0, le=1)
+    max_area_violation: dict[str, float] = {}
+    max_benign_refusal: float | None = Field(None, ge=0, le=1)
+    min_escalation_recall: float | None = Field(None, ge=0, le=1)
+    min_signoff: float | None = Field(None, ge=0, le=1)
 
 
 class ModelsConfig(_Section):
@@ -93,6 +270,7 @@ class Recipe(_Section):
     select: SelectConfig = SelectConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    gate: GateConfig = GateConfig()
 
     def resolved_run_dir(self) -> Path:
         return self.run_dir or Path("runs") / self.name

@@ -113,6 +113,17 @@ def render_report(run_dir: Path) -> Path:
                    + [f"<pre>{html.escape(s['reference'])}</pre>"] for s in samples]
     stage_rows = [[s["name"], str(s["records_in"]), str(s["records_out"]), str(s["kept"]), str(s["dropped"]),
                    f"{s['seconds']:.1f}", "reused" if s["reused"] else ""] for s in manifest["stages"]]
+    gate_path = run_dir / "gate.json"
+    gate_html = "<p>No gate was evaluated.</p>"
+    if gate_path.is_file():
+        gate = json.loads(gate_path.read_text())
+        verdict = "PASSED" if gate["passed"] else "FAILED"
+        gate_html = (f"<p><b>{verdict}</b> for the {html.escape(gate['model'])} model"
+                     f"{' against ' + html.escape(gate['against']) if gate['against'] else ''}.</p>"
+                     + _table(["check", "value", "limit", "result"],
+                              [[html.escape(c["name"]), "–" if c["value"] is None else f"{c['value']:.3f}",
+                                html.escape(c["limit"]), "pass" if c["passed"] else "<b>FAIL</b>"]
+                               for c in gate["checks"]]))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ballast report: {html.escape(manifest['run'])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}pre{{white-space:pre-wrap;margin:0;
@@ -121,7 +132,9 @@ max-width:380px;font-size:11px}}small{{color:#666}}</style></head><body>
 <p>policy {html.escape(manifest['policy'].get('policy_id', ''))} (sha256 {manifest['policy'].get('sha256', '')[:12]}),
 created {manifest['created']}, code {manifest['code_sha256'][:12]}, seed {manifest['seed']}.
 Held-out set: {results['n_heldout']} human examples never shown to generation, curation or selection.
-Decoding for every model: {html.escape(json.dumps(results['decoding']))}.</p>
+Decoding for every model: {html.escape(json.dumps(results['decoding']))} on {results['device']} in {results['dtype']}.</p>
+<h2>Release gate</h2>
+{gate_html}
 <h2>Models side by side</h2>
 <p>Means with 95% bootstrap intervals over held-out examples.</p>
 {_table(['metric'] + models, comparison)}

@@ -90,7 +90,7 @@ def build_trainer(records: list[Record], company: str, cfg: TrainConfig, out_dir
     """
     if not records:
         raise ValueError("no records to train on")
-    model, tokenizer, _ = load_strong_base(cfg.base)
+    model, tokenizer, _ = load_strong_base(cfg.base, training=True)
     conversations = [record_messages(r, company, with_response=True) for r in records]
     dataset = Dataset.from_dict({"prompt": [m[:-1] for m in conversations],
                                  "completion": [m[-1:] for m in conversations],

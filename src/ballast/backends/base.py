@@ -91,3 +91,13 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per text."""
         ...
+
+
+def streams_results(generator: object) -> bool:
+    """Whether `generator.generate` takes `on_result`, the callback that hands over each result as it finishes."""
+    import inspect
+
+    try:
+        return "on_result" in inspect.signature(generator.generate).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 
 import numpy as np
@@ -56,23 +56,28 @@ class LlamaCppBackend:
                                         add_generation_prompt=add_generation_prompt)
         return formatter(messages=list(prompt)).prompt
 
-    def generate(self, prompts: Sequence[Prompt], decoding: Decoding) -> list[Generation]:
+    def generate(self, prompts: Sequence[Prompt], decoding: Decoding,
+                 on_result: Callable[[int, Generation], None] | None = None) -> list[Generation]:
+        """`on_result(i, generation)` is called as each prompt finishes, so callers can stream results."""
         results = []
-        for prompt in prompts:
-            text = self.render(prompt)
-            try:
-                out = self.llm.create_completion(
-                    text, max_tokens=decoding.max_tokens, temperature=decoding.temperature,
-                    top_p=decoding.top_p, stop=list(decoding.stop) or None,
-                    seed=call_seed(text, decoding.seed))
-            except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than the context
-                results.append(Generation(text=None, error=f"{type(exc).__name__}: {exc}"))
-                continue
-            choice, usage = out["choices"][0], out["usage"]
-            results.append(Generation(text=choice["text"], prompt_tokens=usage["prompt_tokens"],
-                                      completion_tokens=usage["completion_tokens"],
-                                      finish_reason=choice["finish_reason"]))
+        for i, prompt in enumerate(prompts):
+            results.append(self._generate_one(prompt, decoding))
+            if on_result is not None:
+                on_result(i, results[-1])
         return results
+
+    def _generate_one(self, prompt: Prompt, decoding: Decoding) -> Generation:
+        text = self.render(prompt)
+        try:
+            out = self.llm.create_completion(
+                text, max_tokens=decoding.max_tokens, temperature=decoding.temperature,
+                top_p=decoding.top_p, stop=list(decoding.stop) or None,
+                seed=call_seed(text, decoding.seed))
+        except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than the context
+            return Generation(text=None, error=f"{type(exc).__name__}: {exc}")
+        choice, usage = out["choices"][0], out["usage"]
+        return Generation(text=choice["text"], prompt_tokens=usage["prompt_tokens"],
+                          completion_tokens=usage["completion_tokens"], finish_reason=choice["finish_reason"])
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         llm = self._scorer

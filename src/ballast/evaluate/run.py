@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ballast.backends.transformers_hf import TransformersBackend
+from ballast.backends.transformers_hf import TransformersBackend, device_and_dtype
 from ballast.evaluate.metrics import aggregate, score_output
 from ballast.generate.calls import generate_all
 from ballast.policy import Policy
@@ -60,8 +60,9 @@ def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], pol
         rows += [{"model": name, "output": t, "error": g.error, "findings": s["findings"], "ref": s["ref"],
                   "slice": s["slice"]} for t, g, s in zip(texts, gens, scored)]
     write_table(pa.Table.from_pylist(rows), out / "outputs.parquet")
-    write_json({"n_heldout": len(examples), "decoding": decoding.as_dict(), "models": results},
-               out / "results.json")
+    device, dtype = device_and_dtype()
+    write_json({"n_heldout": len(examples), "decoding": decoding.as_dict(), "device": str(device),
+                "dtype": str(dtype).removeprefix("torch."), "models": results}, out / "results.json")
     # Two samples per slice, side by side, for the report.
     seen: dict[str, int] = defaultdict(int)
     samples = []

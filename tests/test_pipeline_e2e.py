@@ -66,11 +66,11 @@ def test_resume_reuses_cached_calls_and_gives_the_same_data(resumed_run, tmp_pat
 def test_report_compares_three_models_on_the_heldout_set(resumed_run):
     results = json.loads((resumed_run / "stages" / "evaluate" / "results.json").read_text())
     assert list(results["models"]) == ["base", "pilot", "curated"]
-    assert results["n_heldout"] == 9
+    assert results["n_heldout"] == 9 and results["n_probes"] == 2
     for model in results["models"].values():
         overall = model["overall"]
-        assert overall["n"] == 9 and 0 <= overall["violation"]["mean"] <= 1
-        assert len(model["slices"]) == 9
+        assert overall["n"] == 11 and 0 <= overall["violation"]["mean"] <= 1
+        assert set(model["slices"]) >= {"returns", "escalation", "benign", "paraphrase", "adversarial"}
     html = (resumed_run / "report.html").read_text()
     assert html.count("<svg") >= 2 and "curated" in html and "Curation funnel" in html
     card = (resumed_run / "data_card.md").read_text()

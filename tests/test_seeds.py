@@ -82,3 +82,13 @@ def test_bad_seed_lines_are_named(tmp_path, policy):
     path.write_text("\n")
     with pytest.raises(InputError, match="holds no examples"):
         load_seeds(path, policy)
+
+
+def test_probes_load_as_their_own_slices_and_paraphrase_heldout_prompts(policy, seeds):
+    from ballast.seeds import ProbeLine
+
+    probes = load_seeds(EXAMPLE / "probes.jsonl", policy, ProbeLine)
+    assert Counter(r.slice for r in probes) == {"paraphrase": 40, "adversarial": 40}
+    assert all(r.meta["probe"] == r.slice for r in probes)
+    # Probes are new prompts: none repeats a seed's instruction together with its input.
+    assert not {(r.instruction, r.input) for r in probes} & {(r.instruction, r.input) for r in seeds}

@@ -107,10 +107,10 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
     # The pilot is what the team shipped: every seed plus everything the weak model wrote, unfiltered.
     pilot_set = split.train + [r for r in generated if r.decisions and r.decisions[0].kept]
     adapters: dict[str, Path | None] = {"base": None}
-    upstream = {"pilot": [gen_key, seeds_key], "curated": [sel_key]}
-    sets = {"pilot": pilot_set, "curated": training_set(selected)}
+    upstream = {"seeds": [seeds_key], "pilot": [gen_key, seeds_key], "curated": [sel_key]}
+    sets = {"seeds": split.train, "pilot": pilot_set, "curated": training_set(selected)}
     train_keys = []
-    for name in ("pilot", "curated"):
+    for name in sets:
         if name not in recipe.evaluate.models:
             continue
         folder = run.root / "stages" / f"train.{name}"

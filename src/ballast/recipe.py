@@ -23,10 +23,11 @@ class DecodingConfig(_Section):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(256, ge=1)
+    repetition_penalty: float = Field(1.0, gt=0)
 
     def to_decoding(self, seed: int, stop: tuple[str, ...] = ()) -> Decoding:
         return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=seed,
-                        stop=stop)
+                        stop=stop, repetition_penalty=self.repetition_penalty)
 
 
 # Self-Instruct's keyword blacklist (tasks a text-only model cannot do), as in the original
@@ -209,7 +210,7 @@ class MinHashConfig(_Section):
 
 class SemanticConfig(_Section):
     enabled: bool = False  # distils a static model from MiniLM on first use (about a minute, then cached)
-    threshold: float = Field(0.95, gt=0, le=1, description="cosine similarity that makes a semantic duplicate")
+    threshold: float = Field(0.96, gt=0, le=1, description="cosine similarity that makes a semantic duplicate")
     pca_dims: int = Field(256, ge=8, description="dimensions of the distilled static model")
     max_tokens: int = Field(256, ge=8, description="tokens embedded per record")
     neighbours: int = Field(4, ge=1, description="nearest earlier records checked per record")
@@ -235,8 +236,11 @@ class SelectConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    models: list[Literal["base", "pilot", "curated"]] = ["base", "pilot", "curated"]
+    # base: untuned; seeds: human training seeds only; pilot: seeds + all weak-model data; curated: the selection.
+    models: list[Literal["base", "seeds", "pilot", "curated"]] = ["base", "pilot", "curated"]
     max_examples: int | None = Field(None, ge=1, description="cap on held-out examples (stratified by slice)")
+    probes: Path | None = Field(None, description="paraphrase/adversarial probes JSONL, scored as their own slices")
+    max_probes: int | None = Field(None, ge=1, description="cap on probes (stratified by probe type)")
     batch_size: int = Field(16, ge=1)
     decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=200)
 
@@ -244,7 +248,7 @@ class EvaluateConfig(_Section):
 class GateConfig(_Section):
     """Release thresholds on the gated model's held-out results; None switches a check off."""
 
-    model: Literal["base", "pilot", "curated"] = "curated"
+    model: Literal["base", "seeds", "pilot", "curated"] = "curated"
     max_violation_rate: float | None = Field(None, ge=0, le=1)
     max_area_violation: dict[str, float] = {}
     max_benign_refusal: float | None = Field(None, ge=0, le=1)
@@ -305,4 +309,10 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     for key, value in fixed.items():
         if not value.is_file():
             raise InputError(f"{key} file {value} does not exist", file=path, field=key)
+    probes = recipe.evaluate.probes
+    if probes is not None:
+        probes = probes if probes.is_absolute() else base / probes
+        if not probes.is_file():
+            raise InputError(f"probes file {probes} does not exist", file=path, field="evaluate.probes")
+        fixed["evaluate"] = recipe.evaluate.model_copy(update={"probes": probes})
     return recipe.model_copy(update=fixed)

@@ -131,7 +131,8 @@ max-width:380px;font-size:11px}}small{{color:#666}}</style></head><body>
 <h1>ballast report: {html.escape(manifest['run'])}</h1>
 <p>policy {html.escape(manifest['policy'].get('policy_id', ''))} (sha256 {manifest['policy'].get('sha256', '')[:12]}),
 created {manifest['created']}, code {manifest['code_sha256'][:12]}, seed {manifest['seed']}.
-Held-out set: {results['n_heldout']} human examples never shown to generation, curation or selection.
+Held-out set: {results['n_heldout']} human examples never shown to generation, curation or selection,
+plus {results.get('n_probes', 0)} paraphrase and adversarial probes scored as their own slices.
 Decoding for every model: {html.escape(json.dumps(results['decoding']))} on {results['device']} in {results['dtype']}.</p>
 <h2>Release gate</h2>
 {gate_html}

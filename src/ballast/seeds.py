@@ -32,6 +32,14 @@ class SeedLine(BaseModel):
     slice: Literal[SLICES]  # type: ignore[valid-type]
 
 
+class ProbeLine(SeedLine):
+    """A generalisation probe: a paraphrase of a held-out prompt or an adversarial prompt, with a reference."""
+
+    probe: Literal["paraphrase", "adversarial"]
+    source_ref: str | None = None
+    slice: Literal["paraphrase", "adversarial"]  # type: ignore[assignment]
+
+
 @dataclass(frozen=True)
 class SeedSplit:
     train: list[Record]
@@ -42,12 +50,12 @@ class SeedSplit:
         return frozenset(r.id for r in self.heldout)
 
 
-def load_seeds(path: str | Path, policy: Policy) -> list[Record]:
-    """Read a seed JSONL file into human records; unknown rule ids and repeated refs are input errors."""
+def load_seeds(path: str | Path, policy: Policy, line_model: type[SeedLine] = SeedLine) -> list[Record]:
+    """Read a seed (or probe) JSONL file into human records; unknown rule ids and repeated refs are input errors."""
     path = Path(path)
     records: list[Record] = []
     refs: dict[str, int] = {}
-    for line, seed in read_jsonl(SeedLine, path):
+    for line, seed in read_jsonl(line_model, path):
         unknown = [r for r in seed.rules if r not in policy.by_id]
         if unknown:
             raise InputError(f"unknown rule ids {unknown}; expected ids from {policy.policy_id}",
@@ -57,7 +65,8 @@ def load_seeds(path: str | Path, policy: Policy) -> list[Record]:
         refs[seed.ref] = line
         records.append(Record(instruction=seed.instruction, input=seed.input, output=seed.output,
                               source=Source.human, policy_version=policy.policy_id, slice=seed.slice,
-                              rules=seed.rules, audience=seed.audience, meta={"ref": seed.ref}))
+                              rules=seed.rules, audience=seed.audience,
+                              meta={"ref": seed.ref, **({"probe": seed.probe} if isinstance(seed, ProbeLine) else {})}))
     if not records:
         raise InputError("the seed file holds no examples", file=path)
     return records

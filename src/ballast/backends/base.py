@@ -30,6 +30,8 @@ class Decoding:
     max_tokens: int = 256
     seed: int = 0
     stop: tuple[str, ...] = ()
+    # 1.0 is off; small models loop under greedy decoding without it.
+    repetition_penalty: float = 1.0
 
     def as_dict(self) -> dict[str, float | int | str | None]:
         d = asdict(self)

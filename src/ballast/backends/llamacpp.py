@@ -72,7 +72,7 @@ class LlamaCppBackend:
             out = self.llm.create_completion(
                 text, max_tokens=decoding.max_tokens, temperature=decoding.temperature,
                 top_p=decoding.top_p, stop=list(decoding.stop) or None,
-                seed=call_seed(text, decoding.seed))
+                repeat_penalty=decoding.repetition_penalty, seed=call_seed(text, decoding.seed))
         except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than the context
             return Generation(text=None, error=f"{type(exc).__name__}: {exc}")
         choice, usage = out["choices"][0], out["usage"]

@@ -60,6 +60,8 @@ class OpenAIBackend:
                       "max_tokens": decoding.max_tokens, "seed": decoding.seed}
         if decoding.stop:
             body["stop"] = list(decoding.stop)
+        if decoding.repetition_penalty != 1.0:  # not in the OpenAI API; vLLM and llama.cpp servers read it
+            body["repetition_penalty"] = body["repeat_penalty"] = decoding.repetition_penalty
         if isinstance(prompt, str):
             return "/completions", body | {"prompt": prompt}
         return "/chat/completions", body | {"messages": list(prompt)}

@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,51 @@ class StaticEmbedder:
 
         return StaticModel.from_pretrained(str(self.folder))
 
+    def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text's first `max_tokens` tokens. BERT's tokenizer always splits at whitespace, so
+        each whitespace-separated chunk is tokenised once (through the model's own tokenizer) and cached: the
+        same ids as tokenising the whole text, several times faster on a pool that repeats its words."""
+        cache, model, limit = self._chunk_ids, self._model, self.max_tokens
+        chunks = [t.split(None, limit)[:limit] for t in texts]  # a chunk holds at least one token
+        missing = list({c for cs in chunks for c in cs if c not in cache})
+        if missing:
+            if len(cache) + len(missing) > 1_000_000:
+                cache.clear()
+            for chunk, ids in zip(missing, model.tokenize(missing)):
+                cache[chunk] = ids
+        get = cache.__getitem__
+        return [list(chain.from_iterable(map(get, cs)))[:limit] for cs in chunks]
+
+    @cached_property
+    def _chunk_ids(self) -> dict[str, list[int]]:
+        return {}
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if not len(texts):
-            return np.zeros((0, self._model.dim), dtype=np.float32)
-        vectors = self._model.encode(list(texts), max_length=self.max_tokens, batch_size=self.batch_size,
-                                     use_multiprocessing=False)
-        vectors = np.asarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.where(norms > 0, norms, 1.0)
+        """Mean of the token vectors of each text's first `max_tokens` tokens, as model2vec's `encode` computes
+        it, as one sparse (texts x vocabulary) count matrix times the vector table."""
+        from scipy.sparse import csr_matrix
+
+        table = self._table
+        out = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
+        for start in range(0, len(texts), 4096):
+            ids = self._token_ids(texts[start:start + 4096])
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+            counts = csr_matrix((np.ones(len(flat), dtype=np.float32), flat,
+                                 np.concatenate(([0], np.cumsum(lengths)))), shape=(len(ids), len(table)))
+            out[start:start + len(ids)] = counts @ table  # the sum: the mean's direction
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)
+
+    @cached_property
+    def _table(self) -> np.ndarray:
+        """One float32 row per token id: its vector times its weight (model2vec's pooling, precomputed)."""
+        model = self._model
+        rows = np.arange(len(model.tokenizer.get_vocab()))
+        if model.token_mapping is not None:
+            table = np.asarray(model.embedding, dtype=np.float32)[np.asarray(model.token_mapping)[rows]]
+        else:
+            table = np.asarray(model.embedding, dtype=np.float32)[rows]
+        if model.weights is not None:
+            table = table * np.asarray(model.weights, dtype=np.float32)[rows][:, None]
+        return np.ascontiguousarray(table)

@@ -169,6 +169,7 @@ class TransformersBackend:
             processors.extend([TemperatureLogitsWarper(decoding.temperature), TopPLogitsWarper(decoding.top_p),
                                _GumbelNoise(seeds)])
         config = GenerationConfig(max_new_tokens=decoding.max_tokens, do_sample=False, eos_token_id=self.stop_ids,
+                                  repetition_penalty=decoding.repetition_penalty,
                                   pad_token_id=self.tokenizer.pad_token_id, stop_strings=list(decoding.stop) or None)
         out = self.lm.generate(**inputs, generation_config=config, logits_processor=processors,
                                tokenizer=self.tokenizer)

@@ -18,6 +18,7 @@ from ballast.policy_checks import PolicyChecker
 from ballast.prompts import record_messages, user_content
 from ballast.recipe import Recipe
 from ballast.records import Record
+from ballast.seeds import ProbeLine, load_seeds
 from ballast.store import write_json, write_table
 
 
@@ -46,6 +47,8 @@ def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], pol
                     out: Path) -> dict:
     cfg = recipe.evaluate
     examples = eval_subset(heldout, cfg.max_examples, recipe.seed)
+    if cfg.probes is not None:
+        examples += eval_subset(load_seeds(cfg.probes, policy, ProbeLine), cfg.max_probes, recipe.seed)
     checker = PolicyChecker(policy)
     decoding = cfg.decoding.to_decoding(recipe.seed)
     prompts = [record_messages(r, policy.company, with_response=False) for r in examples]
@@ -61,7 +64,8 @@ def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], pol
                   "slice": s["slice"]} for t, g, s in zip(texts, gens, scored)]
     write_table(pa.Table.from_pylist(rows), out / "outputs.parquet")
     device, dtype = device_and_dtype()
-    write_json({"n_heldout": len(examples), "decoding": decoding.as_dict(), "device": str(device),
+    write_json({"n_heldout": sum("probe" not in r.meta for r in examples),
+                "n_probes": sum("probe" in r.meta for r in examples), "decoding": decoding.as_dict(), "device": str(device),
                 "dtype": str(dtype).removeprefix("torch."), "models": results}, out / "results.json")
     # Two samples per slice, side by side, for the report.
     seen: dict[str, int] = defaultdict(int)

@@ -1,0 +1,192 @@
+"""Curating a pool too large to hold as Record objects: read Parquet in chunks, run the filters over each chunk in
+order, append every record (with its new decisions) and every decision to Parquet as each chunk finishes.
+
+Memory holds one chunk plus what the filters must remember about kept records (hashes, MinHash signatures,
+the novelty index, vectors), so it grows with the kept pool's summaries, not with its text. The filters are the
+same objects the in-memory pipeline uses; a record here gets the same decisions it would get there.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.progress import Progress
+
+from ballast.curate.base import BatchFilter, Filter
+from ballast.curate.filters import curation_filters
+from ballast.errors import InputError
+from ballast.policy import Policy
+from ballast.recipe import CurateConfig
+from ballast.records import Record, Source, content_id
+from ballast.store import DECISION_SCHEMA, RECORD_SCHEMA
+
+_DECISIONS_TYPE = RECORD_SCHEMA.field("decisions").type
+
+
+@dataclass
+class StageCount:
+    decided: int = 0
+    kept: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class StreamReport:
+    records_in: int = 0
+    kept: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    stages: dict[str, StageCount] = field(default_factory=dict)
+    models: dict[str, dict] = field(default_factory=dict)  # stage -> the model it used (name, sha256)
+
+    def as_dict(self) -> dict:
+        return {"records_in": self.records_in, "records_out": self.records_in, "kept": self.kept,
+                "dropped": self.dropped, "seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak_rss_mb),
+                "stages": {k: vars(v) | {"seconds": round(v.seconds, 2)} for k, v in self.stages.items()},
+                "models": self.models}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _conform(batch: pa.RecordBatch) -> pa.Table:
+    """A chunk in RECORD_SCHEMA: missing optional columns are filled with nulls, present ones are cast."""
+    table = pa.Table.from_batches([batch])
+    columns = []
+    for f in RECORD_SCHEMA:
+        if f.name in table.column_names:
+            columns.append(table.column(f.name).cast(f.type))
+        else:
+            columns.append(pa.nulls(len(table), type=f.type))
+    return pa.Table.from_arrays(columns, schema=RECORD_SCHEMA)
+
+
+def _records(table: pa.Table) -> list[Record]:
+    """Light Record objects (no validation: the chunk came from our own schema) with what the filters read."""
+    cols = {name: table.column(name).to_pylist() for name in ("id", "instruction", "input", "output", "source",
+                                                             "audience")}
+    out = []
+    for rid, inst, inp, outp, src, aud in zip(cols["id"], cols["instruction"], cols["input"], cols["output"],
+                                              cols["source"], cols["audience"]):
+        inst, inp, outp = inst or "", inp or "", outp or ""
+        out.append(Record.model_construct(id=rid or content_id(inst, inp, outp), instruction=inst, input=inp,
+                                          output=outp, source=Source(src or "imported"), audience=aud, decisions=[]))
+    return out
+
+
+def _instructions(pool: Path, chunk_size: int) -> Iterator[str]:
+    for batch in pq.ParquetFile(pool).iter_batches(batch_size=chunk_size, columns=["instruction"]):
+        yield from (t or "" for t in batch.column(0).to_pylist())
+
+
+def curate_parquet(pool: str | Path, records_out: str | Path, decisions_out: str | Path, cfg: CurateConfig,
+                   seen: Sequence[Record] = (), policy: Policy | None = None,
+                   filters: list[Filter] | None = None, progress: bool = True) -> StreamReport:
+    """Curate the records in `pool` (Parquet, RECORD_SCHEMA) chunk by chunk; write every record with its
+    decisions to `records_out` and the long decision log to `decisions_out` (both written under temporary
+    names and renamed at the end, so a killed run leaves no half-written file under the real name)."""
+    pool, records_out, decisions_out = Path(pool), Path(records_out), Path(decisions_out)
+    if not pool.is_file():
+        raise InputError("no such pool file", file=pool)
+    try:
+        meta = pq.ParquetFile(pool)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"not a Parquet file: {exc}", file=pool) from None
+    if "instruction" not in meta.schema_arrow.names:
+        raise InputError("the pool has no 'instruction' column; import it with `ballast import`", file=pool)
+    checker = None
+    if policy is not None:
+        from ballast.policy_checks import PolicyChecker
+
+        checker = PolicyChecker(policy)
+    if filters is None:
+        filters = curation_filters(cfg, list(seen), checker if cfg.policy_checks else None)
+    start = time.perf_counter()
+    report = StreamReport(stages={f"curate.{f.name}": StageCount() for f in filters})
+    for f in filters:
+        model = getattr(getattr(f, "embedder", None), "model", None)
+        if model is not None:
+            report.models[f"curate.{f.name}"] = model.model_dump()
+    for f in filters:
+        prepare = getattr(f, "prepare", None)
+        if prepare is not None:
+            t0 = time.perf_counter()
+            prepare(_instructions(pool, cfg.chunk_size))
+            report.stages[f"curate.{f.name}"].seconds += time.perf_counter() - t0
+
+    for path in (records_out, decisions_out):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_records = records_out.with_name(f".{records_out.name}.{os.getpid()}.tmp")
+    tmp_decisions = decisions_out.with_name(f".{decisions_out.name}.{os.getpid()}.tmp")
+    total = meta.metadata.num_rows
+    with pq.ParquetWriter(tmp_records, RECORD_SCHEMA, compression="zstd") as rec_writer, \
+            pq.ParquetWriter(tmp_decisions, DECISION_SCHEMA, compression="zstd") as dec_writer, \
+            Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("curate", total=total)
+        for batch in meta.iter_batches(batch_size=cfg.chunk_size):
+            table = _conform(batch)
+            rows = _records(table)
+            decisions = [list(d or []) for d in table.column("decisions").to_pylist()]
+            kept = [all(d["kept"] for d in ds) for ds in decisions]
+            if checker is not None:
+                for r in rows:
+                    if r.audience is None:
+                        r.audience = checker.infer_audience(r.instruction, r.output, policy.sign_off)
+            for f in filters:
+                stage = f"curate.{f.name}"
+                count = report.stages[stage]
+                alive = [i for i, k in enumerate(kept) if k]
+                t0 = time.perf_counter()
+                if isinstance(f, BatchFilter):
+                    verdicts = f.drop_batch([rows[i] for i in alive]) if alive else []
+                else:
+                    verdicts = [f.drop(rows[i]) for i in alive]
+                count.seconds += time.perf_counter() - t0
+                count.decided += len(alive)
+                for i, v in zip(alive, verdicts, strict=True):
+                    if v is None:
+                        decisions[i].append({"stage": stage, "kept": True, "reason": "passed", "rule_id": None,
+                                             "score": None, "duplicate_of": None})
+                    else:
+                        kept[i] = False
+                        count.dropped += 1
+                        decisions[i].append({"stage": stage, "kept": False, "reason": v.reason,
+                                             "rule_id": v.rule_id, "score": v.score, "duplicate_of": v.duplicate_of})
+                count.kept = count.decided - count.dropped
+            ids = [r.id for r in rows]
+            table = table.set_column(RECORD_SCHEMA.get_field_index("id"), "id", pa.array(ids, pa.string()))
+            table = table.set_column(RECORD_SCHEMA.get_field_index("decisions"), "decisions",
+                                     pa.array(decisions, type=_DECISIONS_TYPE))
+            rec_writer.write_table(table)
+            dec_writer.write_table(_decision_log(rows, decisions))
+            report.records_in += len(rows)
+            report.kept += sum(kept)
+            bar.advance(task, len(rows))
+    os.replace(tmp_records, records_out)
+    os.replace(tmp_decisions, decisions_out)
+    report.dropped = report.records_in - report.kept
+    report.seconds = time.perf_counter() - start
+    report.peak_rss_mb = peak_rss_mb()
+    return report
+
+
+def _decision_log(rows: list[Record], decisions: list[list[dict]]) -> pa.Table:
+    cols: dict[str, list] = {name: [] for name in DECISION_SCHEMA.names}
+    for r, ds in zip(rows, decisions):
+        for d in ds:
+            cols["record_id"].append(r.id)
+            cols["source"].append(r.source.value)
+            for key in ("stage", "kept", "reason", "rule_id", "score", "duplicate_of"):
+                cols[key].append(d.get(key))
+    return pa.table(cols, schema=DECISION_SCHEMA)

@@ -1,0 +1,92 @@
+"""Policy-grounded prompts (rules by trigger and by embedding, nearest training seeds), and contrastive
+negatives: one named rule broken, caught by the checker, never a positive in selection."""
+
+from __future__ import annotations
+
+import pytest
+
+from ballast.backends.base import Decoding
+from ballast.generate.contrastive import ContrastiveBuilder, check_negatives, contrastive_negatives
+from ballast.generate.grounding import PolicyGrounding
+from ballast.generate.responses import Responder
+from ballast.recipe import ContrastiveConfig, GroundingConfig, SelectConfig
+from ballast.records import Record, Source
+from ballast.seeds import split_heldout
+from ballast.select import select, training_set
+
+
+@pytest.fixture(scope="module")
+def split(seeds):
+    return split_heldout(seeds, 0.25, salt="heldout:13")
+
+
+@pytest.fixture(scope="module")
+def grounding(policy, split):
+    return PolicyGrounding(policy, split.train, GroundingConfig())
+
+
+def test_grounding_finds_triggered_and_nearest_rules_and_training_seeds(grounding, split, policy):
+    fire = ("Draft a reply to this customer.", "Customer: the lamp sparked and burned my hand, I had to go to A&E.")
+    refund = ("How long does a refund take once the warehouse has the item back?", "")
+    plans = grounding.plan([fire, refund])
+    assert plans[0].rules[0] == "E1"  # triggered, so first
+    assert "R3" in plans[1].rules and len(plans[1].rules) <= 4
+    train_ids = {s.id for s in split.train}
+    assert all(ex.id in train_ids for p in plans for ex in p.examples)
+    assert not {ex.id for p in plans for ex in p.examples} & split.heldout_ids
+    messages = grounding.messages(*fire, plans[0])
+    assert messages[0]["role"] == "system" and "E1 Safety:" in messages[0]["content"]
+    assert policy.sign_off in messages[0]["content"]
+    assert [m["role"] for m in messages[1:]] == ["user", "assistant"] * len(plans[0].examples) + ["user"]
+    assert messages[-1]["content"].startswith("Draft a reply to this customer.")
+
+
+def test_grounded_answers_on_the_weak_model(weak, grounding):
+    responder = Responder(weak, Decoding(temperature=0.0, max_tokens=24), "Harbor Home Goods", grounding=grounding)
+    (ans,) = responder.answer([("A customer asks how long a refund takes. Reply in one sentence.", "")])
+    assert ans.generation.ok and ans.generation.text and ans.generation.prompt_tokens > 200
+    meta = responder.provenance(ans)
+    assert meta["response_mode"] == "grounded" and meta["grounding_rules"] and meta["grounding_examples"]
+    assert meta["response_template"].startswith("generate/grounded@")
+
+
+def test_each_negative_breaks_one_named_rule_and_the_checker_catches_most(policy, split):
+    negatives, counts = contrastive_negatives(split.train, policy, ContrastiveConfig())
+    assert set(counts) == set(ContrastiveConfig().edits)
+    parents = {s.id: s for s in split.train}
+    for r in negatives:
+        assert r.source is Source.contrastive and len(r.rules) == 1 and r.rules[0] in policy.by_id
+        assert not r.kept and r.decisions[0].rule_id == r.rules[0] and r.rules[0] in r.decisions[0].reason
+        parent = parents[r.parent_ids[0]]
+        assert r.output != parent.output and (r.instruction, r.input) == (parent.instruction, parent.input)
+    result = check_negatives(negatives, split.train, policy)
+    assert result["catch_rate"] >= 0.9 and result["seed_already_flagged"] == 0
+    assert all(v["catch_rate"] >= 0.8 for v in result["by_edit"].values()), result["by_edit"]
+
+
+def test_edits_are_deterministic_and_driven_by_the_policy(policy, split):
+    builder = ContrastiveBuilder(policy, ContrastiveConfig())
+    seed = next(s for s in split.train if "30-day" in s.output)
+    edit = builder.changed_number(seed)
+    assert edit.rule_id == "R1" and edit.detail.startswith("return_window") and edit == builder.changed_number(seed)
+    assert edit.output != seed.output and len(edit.output) - len(seed.output) in (-1, 0, 1)
+    casual = builder.casual_rewrite(seed)
+    assert casual.rule_id == policy.register_.rule
+    assert any(p in casual.output.lower() for p in policy.register_.banned_phrases)
+    with pytest.raises(KeyError, match="unknown rule id 'Z9'"):
+        ContrastiveBuilder(policy, ContrastiveConfig(promise_rule="Z9"))
+
+
+def test_selection_never_takes_a_contrastive_record_as_a_positive(policy, split):
+    negatives, _ = contrastive_negatives(split.train[:40], policy, ContrastiveConfig())
+    # Even with its generation decision stripped (or a later stage keeping it), selection refuses it.
+    stripped = [r.model_copy(update={"decisions": []}) for r in negatives]
+    synthetic = Record(instruction="Summarise the ticket.", output="A summary.", source=Source.self_instruct)
+    selected = select(split.train[:5], stripped + [synthetic], SelectConfig(budget=1000), seed=0)
+    chosen = training_set(selected)
+    assert not [r for r in chosen if r.source is Source.contrastive]
+    assert synthetic.id in {r.id for r in chosen}
+    refused = [r for r in selected if r.source is Source.contrastive]
+    assert all(not r.kept and r.decisions[-1].stage == "select" and "never a positive" in r.decisions[-1].reason
+               for r in refused)
+    assert not training_set(negatives + stripped)

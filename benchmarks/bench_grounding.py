@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama.cpp threads")
     ap.add_argument("--cache", type=Path, default=None, help="model-call cache (reruns reuse answers)")
     ap.add_argument("--out", type=Path, default=None, help="write the full results as JSON")
     args = ap.parse_args()
@@ -75,7 +76,7 @@ def main() -> None:
     split = split_heldout(load_seeds(EXAMPLE / "seeds.jsonl", policy), 0.25, salt="heldout:13")
     heldout = stratified(split.heldout, args.limit)
     cache = args.cache or Path(tempfile.mkdtemp()) / "calls.sqlite"
-    weak = CachedGenerator(LlamaCppBackend("smollm2-135m-instruct"), cache)
+    weak = CachedGenerator(LlamaCppBackend("smollm2-135m-instruct", n_threads=args.threads), cache)
     decoding = Decoding(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed)
     grounding = PolicyGrounding(policy, split.train, GroundingConfig())
     pairs = [(r.instruction, r.input) for r in heldout]

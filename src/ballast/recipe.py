@@ -213,7 +213,7 @@ class SemanticConfig(_Section):
     threshold: float = Field(0.96, gt=0, le=1, description="cosine similarity that makes a semantic duplicate")
     pca_dims: int = Field(256, ge=8, description="dimensions of the distilled static model")
     max_tokens: int = Field(256, ge=8, description="tokens embedded per record")
-    neighbours: int = Field(4, ge=1, description="nearest earlier records checked per record")
+    neighbours: int = Field(16, ge=1, description="nearest records checked per record")
 
 
 class CurateConfig(_Section):

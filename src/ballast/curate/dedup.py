@@ -206,76 +206,73 @@ class MinHashDuplicate(BatchFilter):
 
 
 class SemanticDuplicate(BatchFilter):
-    """Records whose embedding is within a cosine threshold of an earlier kept record's: the nearest earlier
-    records come from a usearch HNSW index (earlier batches) and an exact product (the same batch)."""
+    """Records whose embedding is within a cosine threshold of an earlier kept record's. A batch is added to a
+    usearch HNSW index (int8, for speed) first, so one search proposes near neighbours in earlier batches and in
+    the same batch; the exact cosine (from the float16 vectors kept beside the index) decides. Neighbours later
+    in the batch are ignored, and the batch's drops are removed from the index afterwards."""
 
     name = "semantic_duplicate"
 
     def __init__(self, cfg: SemanticConfig, seen: Sequence[Record] = (), embedder: object | None = None) -> None:
-        from usearch.index import Index
-
         from ballast.backends.static import StaticEmbedder
 
         self.cfg = cfg
         self.embedder = embedder or StaticEmbedder(pca_dims=cfg.pca_dims, max_tokens=cfg.max_tokens)
-        self._index: Index | None = None
-        self._index_cls = Index
+        self._index = None
+        self._vectors: _GrowingRows | None = None
         self._ids: list[str] = []
         if seen:
-            vectors = self._embed(seen)
-            self._add(vectors, [r.id for r in seen])
+            self._add(self._embed(seen), [r.id for r in seen])
 
     def _embed(self, records: Sequence[Record]) -> np.ndarray:
         return np.asarray(self.embedder.embed([record_text(r) for r in records]), dtype=np.float32)
 
     def _add(self, vectors: np.ndarray, ids: list[str]) -> None:
-        if not len(vectors):
-            return
+        """Add every vector (a zero one too: positions stay aligned with ids, and it matches nothing)."""
         if self._index is None:
-            self._index = self._index_cls(ndim=vectors.shape[1], metric="cos", dtype="f16", connectivity=16,
-                                          expansion_add=64, expansion_search=64)
-        keys = np.arange(len(self._ids), len(self._ids) + len(vectors), dtype=np.uint64)
-        self._index.add(keys, vectors, threads=2)
+            from usearch.index import Index
+
+            # Static embeddings of one domain crowd into a narrow cone; a wide search keeps recall of near
+            # neighbours high (98-99% of the exact ones on the benchmark pool) where a narrow one loses a sixth.
+            self._index = Index(ndim=vectors.shape[1], metric="cos", dtype="i8", connectivity=16,
+                                expansion_add=64, expansion_search=128)
+            self._vectors = _GrowingRows(vectors.shape[1], np.float16)
+        if len(vectors):
+            keys = np.arange(len(self._ids), len(self._ids) + len(vectors), dtype=np.uint64)
+            self._index.add(keys, vectors, threads=2)
+            self._vectors.extend(vectors.astype(np.float16))
         self._ids.extend(ids)
 
     def drop_batch(self, records: Sequence[Record]) -> list[Drop | None]:
         n = len(records)
         vectors = self._embed(records)
-        norms = np.linalg.norm(vectors, axis=1)
-        blank = norms < 1e-6  # a text with no known tokens has no direction to compare
+        blank = np.linalg.norm(vectors, axis=1) < 1e-6  # a text with no known tokens has no direction
+        first = len(self._ids)
+        self._add(vectors, [r.id for r in records])
+        found = self._index.search(vectors, min(self.cfg.neighbours, len(self._index)), threads=2)
+        keys = np.asarray(found.keys).astype(np.int64).reshape(n, -1)
+        # earlier records only (a missing neighbour comes back as a huge key, negative here)
+        earlier = (keys >= 0) & (keys < first + np.arange(n)[:, None])
+        sims = np.full(keys.shape, -1.0, dtype=np.float32)
+        stored = self._vectors.data
+        for start in range(0, n, 2048):
+            rows = slice(start, start + 2048)
+            near = stored[np.where(earlier[rows], keys[rows], 0)].astype(np.float32)
+            exact = np.einsum("nkd,nd->nk", near, vectors[rows])
+            sims[rows] = np.where(earlier[rows], exact, -1.0)
         threshold = self.cfg.threshold
-        best = np.full(n, -1.0)
-        best_id: list[str | None] = [None] * n
-        if self._index is not None and len(self._index):
-            found = self._index.search(vectors, min(self.cfg.neighbours, len(self._index)), threads=2)
-            keys = np.asarray(found.keys).reshape(n, -1)
-            sims = 1.0 - np.asarray(found.distances, dtype=np.float64).reshape(n, -1)
-            top = np.argmax(sims, axis=1)
-            best = sims[np.arange(n), top]
-            best_id = [self._ids[int(keys[i, top[i]])] if best[i] >= threshold else None for i in range(n)]
-        # Pairs within the batch: exact cosine against every earlier record of the batch, in blocks.
-        within: dict[int, list[tuple[int, float]]] = {}
-        unit = vectors / np.where(blank, 1.0, norms)[:, None]
-        for start in range(0, n, 1024):
-            stop = min(start + 1024, n)
-            block = unit[start:stop] @ unit[:stop].T
-            rows, cols = np.nonzero(block >= threshold)
-            for r, c in zip(rows.tolist(), cols.tolist()):
-                i = start + r
-                if c < i:
-                    within.setdefault(i, []).append((c, float(block[r, c])))
-        kept = ~blank
+        dropped = np.zeros(n, dtype=bool)
         verdicts: list[Drop | None] = [None] * n
-        for i in range(n):
-            if blank[i]:
-                continue
-            score, other = (float(best[i]), best_id[i]) if best_id[i] is not None else (-1.0, None)
-            for j, sim in within.get(i, ()):
-                if kept[j] and sim > score:
-                    score, other = sim, records[j].id
-            if other is not None and score >= threshold:
-                kept[i] = False
+        for i in np.nonzero((sims >= threshold).any(axis=1) & ~blank)[0]:
+            score, other = -1.0, None
+            for key, sim in zip(keys[i].tolist(), sims[i].tolist()):
+                if sim >= threshold and sim > score and not (key >= first and dropped[key - first]):
+                    score, other = sim, self._ids[key]
+            if other is not None:
+                dropped[i] = True
                 verdicts[i] = Drop(f"semantic duplicate: cosine {score:.3f} >= {threshold:g} "
                                    f"({self.embedder.model.name})", score=round(score, 4), duplicate_of=other)
-        self._add(vectors[kept], [r.id for r, k in zip(records, kept) if k])
+        gone = np.nonzero(dropped | blank)[0]
+        if len(gone):
+            self._index.remove((first + gone).astype(np.uint64))
         return verdicts

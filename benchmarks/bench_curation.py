@@ -284,7 +284,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pool", type=Path, default=DEFAULT_POOL)
     parser.add_argument("--records", type=int, default=300_000, help="pool size when the pool must be built")
-    parser.add_argument("--rouge-sample", type=int, default=1500, help="records for rouge-score's own loop")
+    parser.add_argument("--rouge-sample", type=int, default=1000, help="records for rouge-score's own loop")
     parser.add_argument("--agreement-sample", type=int, default=20_000, help="records for the all-pairs check")
     parser.add_argument("--skip", nargs="*", default=[], help="tasks to leave out, e.g. datasketch")
     parser.add_argument("--work", type=Path, default=None)

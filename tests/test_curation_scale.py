@@ -4,6 +4,7 @@ the chunked runner decides as the in-memory one does, and bad input is dropped w
 from __future__ import annotations
 
 import random
+import zlib
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -222,15 +223,33 @@ def _pool(tmp_path, n: int = 400) -> tuple[list[Record], object]:
     return records, path
 
 
+class _WordEmbedder:
+    """The first word of the response picks the direction: records that start alike are semantic duplicates."""
+
+    model = ModelRef(name="words")
+
+    def embed(self, texts):
+        out = np.zeros((len(texts), 32), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, zlib.crc32(t.split("\n")[2].split()[0].encode()) % 32] = 1.0
+        return out
+
+
 def test_chunked_curation_decides_as_in_memory_and_cli_explains(tmp_path):
     records, path = _pool(tmp_path)
     cfg = CurateConfig(chunk_size=64, min_output_words=5)
+
+    def filters():  # the semantic filter runs in the chunked runner's second thread
+        return [*curation_filters(cfg, [], None), SemanticDuplicate(SemanticConfig(), embedder=_WordEmbedder())]
+
     in_memory = [r.model_copy(deep=True) for r in records]
-    for f in curation_filters(cfg, [], None):
+    for f in filters():
+        f.batch_size = cfg.chunk_size
         f.run(in_memory)
+    assert any(d.stage == "curate.semantic_duplicate" and not d.kept for r in in_memory for d in r.decisions)
     run = tmp_path / "run"
     report = curate_parquet(path, run / "stages" / "curate" / "records.parquet", run / "decisions.parquet", cfg,
-                            progress=False)
+                            filters=filters(), progress=False)
     assert report.records_in == len(records)
     streamed = pq.read_table(run / "stages" / "curate" / "records.parquet").column("decisions").to_pylist()
     assert [[(d["stage"], d["kept"], d["reason"], d["duplicate_of"]) for d in ds] for ds in streamed] == \

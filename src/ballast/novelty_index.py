@@ -83,14 +83,17 @@ class RougeNoveltyIndex:
         self._freq: Counter[int] = Counter()
         self._rank: dict[int, int] = {}  # element -> position in the global order (fixed at first use)
         # element -> pool position << 24 | text length << 12 | the element's position in that text's order
-        # (length and position capped at 4095: a capped value only loosens the bounds)
-        self._postings: dict[int, array] = {}
+        # (length and position capped at 4095: a capped value only loosens the bounds). `_core` holds the
+        # positions a partner of the same length or longer needs, `_tail` the rest of the extended prefix,
+        # which only a shorter partner needs, and only with the rarer part of its own prefix.
+        self._core: dict[int, array] = {}
+        self._tail: dict[int, array] = {}
         self._ids: list[str] = []
         self._flat = array("i")  # every accepted text's token ids, one after another
         self._offsets = array("q", [0])
         self._lengths = array("q")
         self._mask_of = np.zeros(1024, dtype=np.uint64)  # token id -> positions in the query (bit set)
-        self._bounds: dict[int, tuple[int, int, int, np.ndarray, np.ndarray]] = {}
+        self._bounds: dict[int, tuple[int, int, int, int, np.ndarray, np.ndarray]] = {}
         self.pairs_verified = 0  # exact LCS computations, for benchmarks
 
     def __len__(self) -> int:
@@ -136,17 +139,18 @@ class RougeNoveltyIndex:
         """Least token overlap for F > t between texts of n and m tokens."""
         return math.floor(self._t * (n + m) / 2) + 1
 
-    def _bound(self, n: int) -> tuple[int, int, int, np.ndarray, np.ndarray]:
-        """For a text of n tokens: its extended prefix length, the shortest and longest partner length, and
-        per partner length m (0..4095) the prefix lengths that count for the pair, on this side and on the
-        partner's side (0 where no partner of that length can exceed the threshold)."""
+    def _bound(self, n: int) -> tuple[int, int, int, int, np.ndarray, np.ndarray]:
+        """For a text of n tokens: its extended prefix length, its core (the prefix that partners of n tokens
+        or more need), the shortest and longest partner length, and per partner length m (0..4095) the prefix
+        lengths that count for the pair, on this side and on the partner's (0: no such partner can exceed the
+        threshold)."""
         b = self._bounds.get(n)
         if b is None:
             lo = next((m for m in range(1, n + 1) if self._alpha(n, m) <= m), None)
             mine = np.zeros(4096, dtype=np.int64)
             theirs = np.zeros(4096, dtype=np.int64)
             if lo is None or self._alpha(n, lo) > n:
-                b = (0, 1, 0, mine, theirs)  # no partner can exceed the threshold
+                b = (0, 0, 1, 0, mine, theirs)  # no partner can exceed the threshold
             else:
                 hi = n
                 while self._alpha(n, hi + 1) <= n:
@@ -157,7 +161,8 @@ class RougeNoveltyIndex:
                     theirs[m] = m - a + min(self.shared, a)
                 if hi >= 4095:  # capped lengths: the loosest bounds of all the lengths they stand for
                     mine[4095], theirs[4095] = n, 1 << 40
-                b = (int(mine.max()), lo, hi, mine, theirs)
+                # (mine falls as m grows, so the core, mine at m = n, bounds every longer partner's)
+                b = (int(mine.max()), int(mine[min(n, 4095)]), lo, hi, mine, theirs)
             self._bounds[n] = b
         return b
 
@@ -173,10 +178,10 @@ class RougeNoveltyIndex:
         self._lengths.append(m)
         if not ids:
             return  # F is 0 against an empty text: it can never be the similar one
-        prefix = self._bound(m)[0]
-        postings = self._postings
+        prefix, core = self._bound(m)[:2]
         head = pos << 24 | min(m, 4095) << 12
         for j, e in enumerate(self._ordered(self._elements(ids))[:prefix]):
+            postings = self._core if j < core else self._tail
             entry = head | min(j, 4095)
             lst = postings.get(e)
             if lst is None:
@@ -188,19 +193,20 @@ class RougeNoveltyIndex:
         """Pool positions, ascending, that share enough elements in the right places to possibly exceed the
         threshold."""
         n = len(ids)
-        prefix, lo, _, mine, theirs = self._bound(n)
+        prefix, core, lo, _, mine, theirs = self._bound(n)
         found = []
-        postings = self._postings
         entries = None
         for i, e in enumerate(self._ordered(self._elements(ids))[:prefix]):
-            lst = postings.get(e)
-            if lst:
-                entries = np.frombuffer(lst, dtype=np.int64)
-                m = (entries >> 12) & 0xFFF
-                # a match counts if it lies in both prefixes for this pair of lengths
-                keep = entries[(mine[m] > i) & (theirs[m] > (entries & 0xFFF))]
-                if len(keep):
-                    found.append(keep >> 24)
+            # A match at i >= core counts only with a shorter partner, for which it lies in the partner's core.
+            for postings in (self._core, self._tail) if i < core else (self._core,):
+                lst = postings.get(e)
+                if lst:
+                    entries = np.frombuffer(lst, dtype=np.int64)
+                    m = (entries >> 12) & 0xFFF
+                    # a match counts if it lies in both prefixes for this pair of lengths
+                    keep = entries[(mine[m] > i) & (theirs[m] > (entries & 0xFFF))]
+                    if len(keep):
+                        found.append(keep >> 24)
         entries = None  # release the last view of a posting list before anything appends to it
         if not found:
             return np.empty(0, dtype=np.int64)

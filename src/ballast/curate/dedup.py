@@ -212,6 +212,7 @@ class SemanticDuplicate(BatchFilter):
     in the batch are ignored, and the batch's drops are removed from the index afterwards."""
 
     name = "semantic_duplicate"
+    concurrent = True  # embedding and index search leave the GIL: a chunked run overlaps this with other filters
 
     def __init__(self, cfg: SemanticConfig, seen: Sequence[Record] = (), embedder: object | None = None) -> None:
         from ballast.backends.static import StaticEmbedder

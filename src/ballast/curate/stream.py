@@ -12,6 +12,7 @@ import os
 import resource
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,56 +130,83 @@ def curate_parquet(pool: str | Path, records_out: str | Path, decisions_out: str
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp_records = records_out.with_name(f".{records_out.name}.{os.getpid()}.tmp")
     tmp_decisions = decisions_out.with_name(f".{decisions_out.name}.{os.getpid()}.tmp")
+    # Filters from the first `concurrent` one on (embedding, index search: work that leaves the GIL) run in a
+    # second thread on chunk k while the first ones run on chunk k+1; each filter still sees chunks in order.
+    split = next((k for k, f in enumerate(filters) if getattr(f, "concurrent", False)), len(filters))
+    head, tail = filters[:split], filters[split:]
     total = meta.metadata.num_rows
     with pq.ParquetWriter(tmp_records, RECORD_SCHEMA, compression="zstd") as rec_writer, \
             pq.ParquetWriter(tmp_decisions, DECISION_SCHEMA, compression="zstd") as dec_writer, \
-            Progress(transient=True, disable=not progress) as bar:
+            Progress(transient=True, disable=not progress) as bar, ThreadPoolExecutor(max_workers=1) as worker:
         task = bar.add_task("curate", total=total)
+
+        def finish(chunk: _Chunk) -> None:
+            _run_filters(tail, chunk, report)
+            rec_writer.write_table(chunk.table_with_decisions())
+            dec_writer.write_table(_decision_log(chunk.rows, chunk.decisions))
+            report.records_in += len(chunk.rows)
+            report.kept += sum(chunk.kept)
+            bar.advance(task, len(chunk.rows))
+
+        pending: Future | None = None
         for batch in meta.iter_batches(batch_size=cfg.chunk_size):
-            table = _conform(batch)
-            rows = _records(table)
-            decisions = [list(d or []) for d in table.column("decisions").to_pylist()]
-            kept = [all(d["kept"] for d in ds) for ds in decisions]
+            chunk = _Chunk(_conform(batch))
             if checker is not None:
-                for r in rows:
+                for r in chunk.rows:
                     if r.audience is None:
                         r.audience = checker.infer_audience(r.instruction, r.output, policy.sign_off)
-            for f in filters:
-                stage = f"curate.{f.name}"
-                count = report.stages[stage]
-                alive = [i for i, k in enumerate(kept) if k]
-                t0 = time.perf_counter()
-                if isinstance(f, BatchFilter):
-                    verdicts = f.drop_batch([rows[i] for i in alive]) if alive else []
-                else:
-                    verdicts = [f.drop(rows[i]) for i in alive]
-                count.seconds += time.perf_counter() - t0
-                count.decided += len(alive)
-                for i, v in zip(alive, verdicts, strict=True):
-                    if v is None:
-                        decisions[i].append({"stage": stage, "kept": True, "reason": "passed", "rule_id": None,
-                                             "score": None, "duplicate_of": None})
-                    else:
-                        kept[i] = False
-                        count.dropped += 1
-                        decisions[i].append({"stage": stage, "kept": False, "reason": v.reason,
-                                             "rule_id": v.rule_id, "score": v.score, "duplicate_of": v.duplicate_of})
-                count.kept = count.decided - count.dropped
-            ids = [r.id for r in rows]
-            table = table.set_column(RECORD_SCHEMA.get_field_index("id"), "id", pa.array(ids, pa.string()))
-            table = table.set_column(RECORD_SCHEMA.get_field_index("decisions"), "decisions",
-                                     pa.array(decisions, type=_DECISIONS_TYPE))
-            rec_writer.write_table(table)
-            dec_writer.write_table(_decision_log(rows, decisions))
-            report.records_in += len(rows)
-            report.kept += sum(kept)
-            bar.advance(task, len(rows))
+            _run_filters(head, chunk, report)
+            if pending is not None:
+                pending.result()  # in order, one chunk at a time; re-raises the worker's error here
+            pending = worker.submit(finish, chunk)
+        if pending is not None:
+            pending.result()
     os.replace(tmp_records, records_out)
     os.replace(tmp_decisions, decisions_out)
     report.dropped = report.records_in - report.kept
     report.seconds = time.perf_counter() - start
     report.peak_rss_mb = peak_rss_mb()
     return report
+
+
+class _Chunk:
+    """One chunk in flight: its table, light records, their decisions so far and which are still kept."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.rows = _records(table)
+        self.decisions = [list(d or []) for d in table.column("decisions").to_pylist()]
+        self.kept = [all(d["kept"] for d in ds) for ds in self.decisions]
+
+    def table_with_decisions(self) -> pa.Table:
+        table = self.table.set_column(RECORD_SCHEMA.get_field_index("id"), "id",
+                                      pa.array([r.id for r in self.rows], pa.string()))
+        return table.set_column(RECORD_SCHEMA.get_field_index("decisions"), "decisions",
+                                pa.array(self.decisions, type=_DECISIONS_TYPE))
+
+
+def _run_filters(filters: list[Filter], chunk: _Chunk, report: StreamReport) -> None:
+    for f in filters:
+        stage = f"curate.{f.name}"
+        count = report.stages[stage]
+        alive = [i for i, k in enumerate(chunk.kept) if k]
+        t0 = time.perf_counter()
+        if isinstance(f, BatchFilter):
+            verdicts = f.drop_batch([chunk.rows[i] for i in alive]) if alive else []
+        else:
+            verdicts = [f.drop(chunk.rows[i]) for i in alive]
+        count.seconds += time.perf_counter() - t0
+        count.decided += len(alive)
+        for i, v in zip(alive, verdicts, strict=True):
+            if v is None:
+                chunk.decisions[i].append({"stage": stage, "kept": True, "reason": "passed", "rule_id": None,
+                                           "score": None, "duplicate_of": None})
+            else:
+                chunk.kept[i] = False
+                count.dropped += 1
+                chunk.decisions[i].append({"stage": stage, "kept": False, "reason": v.reason, "rule_id": v.rule_id,
+                                           "score": v.score, "duplicate_of": v.duplicate_of})
+        count.kept = count.decided - count.dropped
 
 
 def _decision_log(rows: list[Record], decisions: list[list[dict]]) -> pa.Table:

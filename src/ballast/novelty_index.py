@@ -25,6 +25,7 @@ import numpy as np
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 # Slack for the bound only: a pair whose float F is just above t has 2·LCS/(|a|+|b|) within rounding of t.
 _EPS = 1e-9
+_MAX_VOCAB = 0x10FFFF - 0x800  # token ids are code points (around the surrogates)
 _OCC = 1 << 20  # element key = token id * _OCC + occurrence; no text here has a million copies of one token
 
 
@@ -39,6 +40,11 @@ def rouge_f(lcs: int, n_target: int, n_prediction: int) -> float:
         return 0.0
     precision, recall = lcs / n_prediction, lcs / n_target
     return 2 * precision * recall / (precision + recall)
+
+
+def _as_string(ids: list[int]) -> str:
+    """Token ids as code points, around the surrogates (which a str may not hold alone)."""
+    return "".join([chr(i) if i < 0xD800 else chr(i + 0x800) for i in ids])
 
 
 def lcs_length(a: list[int], b: Iterable[int]) -> int:
@@ -89,10 +95,10 @@ class RougeNoveltyIndex:
         self._core: dict[int, array] = {}
         self._tail: dict[int, array] = {}
         self._ids: list[str] = []
-        self._flat = array("i")  # every accepted text's token ids, one after another
-        self._offsets = array("q", [0])
+        # Each accepted text as a string with one character per token (its id as a code point), for
+        # rapidfuzz's bit-parallel LCS in C++; the lengths for the bounds.
+        self._texts: list[str] = []
         self._lengths = array("q")
-        self._mask_of = np.zeros(1024, dtype=np.uint64)  # token id -> positions in the query (bit set)
         self._bounds: dict[int, tuple[int, int, int, int, np.ndarray, np.ndarray]] = {}
         self.pairs_verified = 0  # exact LCS computations, for benchmarks
 
@@ -113,6 +119,8 @@ class RougeNoveltyIndex:
         for tok in tokens:
             i = vocab.get(tok)
             if i is None:
+                if len(vocab) >= _MAX_VOCAB:
+                    raise ValueError(f"more than {_MAX_VOCAB} distinct tokens: too many for one novelty index")
                 i = vocab[tok] = len(vocab)
             out.append(i)
         return out
@@ -173,8 +181,7 @@ class RougeNoveltyIndex:
         pos = len(self._ids)
         m = len(ids)
         self._ids.append(record_id)
-        self._flat.extend(ids)
-        self._offsets.append(len(self._flat))
+        self._texts.append(_as_string(ids))
         self._lengths.append(m)
         if not ids:
             return  # F is 0 against an empty text: it can never be the similar one
@@ -216,38 +223,17 @@ class RougeNoveltyIndex:
         return np.nonzero(counts >= min(self.shared, self._alpha(n, lo)))[0]
 
     def _scores(self, ids: list[int], candidates: np.ndarray) -> np.ndarray:
-        """Exact ROUGE-L F of the query against each candidate (bit-parallel LCS, vectorised over candidates
-        when the query fits one 64-bit word)."""
+        """Exact ROUGE-L F of the query against each candidate: LCS lengths from rapidfuzz (bit-parallel,
+        C++), then rouge-score's arithmetic elementwise, the same float operations in the same order."""
+        from rapidfuzz import process
+        from rapidfuzz.distance import LCSseq
+
         n = len(ids)
         self.pairs_verified += len(candidates)
+        texts = self._texts
+        lcs = process.cdist([_as_string(ids)], [texts[c] for c in candidates.tolist()], scorer=LCSseq.similarity,
+                            dtype=np.int64, workers=1)[0]
         lengths = np.frombuffer(self._lengths, dtype=np.int64)[candidates]
-        if n > 64 or len(candidates) < 8:
-            masks: dict[int, int] = {}
-            for i, tok in enumerate(ids):
-                masks[tok] = masks.get(tok, 0) | (1 << i)
-            flat, offsets = self._flat, self._offsets
-            lcs = np.array([_lcs_with_masks(masks, n, flat[offsets[c]:offsets[c + 1]]) for c in candidates.tolist()],
-                           dtype=np.int64)
-        else:
-            if len(self._mask_of) <= len(self._vocab):
-                self._mask_of = np.zeros(2 * len(self._vocab) + 1, dtype=np.uint64)
-            mask_of = self._mask_of
-            for i, tok in enumerate(ids):
-                mask_of[tok] |= np.uint64(1 << i)
-            width = int(lengths.max())
-            cols = np.arange(width)
-            inside = cols < lengths[:, None]
-            at = np.frombuffer(self._offsets, dtype=np.int64)[candidates][:, None] + np.where(inside, cols, 0)
-            matches = np.where(inside, mask_of[np.frombuffer(self._flat, dtype=np.int32)[at]], np.uint64(0))
-            for tok in ids:
-                mask_of[tok] = 0
-            full = np.uint64((1 << n) - 1)
-            v = np.full(len(candidates), full, dtype=np.uint64)
-            for col in range(width):
-                u = v & matches[:, col]
-                v = ((v + u) | (v - u)) & full
-            lcs = n - np.bitwise_count(v).astype(np.int64)
-        # rouge-score's arithmetic, elementwise: the same float operations in the same order
         with np.errstate(divide="ignore", invalid="ignore"):
             precision, recall = lcs / n, lcs / lengths
             return np.where(lcs > 0, 2 * precision * recall / (precision + recall), 0.0)

@@ -1,7 +1,7 @@
 """Curation of a 300,000-record pool on this machine: ours against Self-Instruct's exhaustive ROUGE-L loop and
 datasketch's MinHash LSH, on the same input, in one run.
 
-    python benchmarks/bench_curation.py                       # builds benchmarks/data/pool.parquet if missing
+    python benchmarks/bench_curation.py                       # builds ~/.cache/ballast/benchmarks/pool.parquet
     python benchmarks/bench_curation.py --records 20000       # a quick look on a smaller pool
 
 Each method runs in its own process, so each peak RSS is its own. Prints, for every method: seconds, peak RSS,
@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -41,9 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from ballast.curate.stream import peak_rss_mb  # noqa: E402
+from ballast.models import cache_dir  # noqa: E402
 from ballast.recipe import CurateConfig  # noqa: E402
 
-DEFAULT_POOL = ROOT / "benchmarks" / "data" / "pool.parquet"
+DEFAULT_POOL = cache_dir() / "benchmarks" / "pool.parquet"  # 84 MB: a fixture, kept out of the repository
 
 
 def bench_config() -> CurateConfig:
@@ -361,29 +361,30 @@ def main() -> None:
                      f"peak RSS {fast['peak_rss_mb']} MB, {fast['pairs_verified']} exact LCS computations "
                      f"instead of {fast['exhaustive_pairs']}")
         p, r = pr(~farr["novel"], dup, valid)
-        lines.append(f"  as a dedup method: precision {p:.4f}, recall {r:.4f} ({recall_by(~farr['novel'], dup & valid, strength)})")
+        lines.append(f"  as a dedup method: precision {p:.4f}, recall {r:.4f} "
+                     f"({recall_by(~farr['novel'], dup & valid, strength)})")
         if "rouge_exhaustive" in results:
             ref, rarr = results["rouge_exhaustive"]
             k = ref["records"]
             per_pair = ref["seconds"] / max(ref["pairs"], 1)
             projected = per_pair * fast["exhaustive_pairs"]
             agree = np.mean(rarr["novel"] == farr["novel"][:k])
-            lines.append(f"Self-Instruct exhaustive (rouge-score) on the first {k} records: {ref['seconds']:.1f}s for "
-                         f"{ref['pairs']} comparisons ({per_pair * 1e6:.1f} µs each), peak RSS {ref['peak_rss_mb']} MB; "
-                         f"agreement with ours {agree:.4%}")
+            lines.append(f"Self-Instruct exhaustive (rouge-score) on the first {k} records: {ref['seconds']:.1f}s "
+                         f"for {ref['pairs']} comparisons ({per_pair * 1e6:.1f} µs each), peak RSS "
+                         f"{ref['peak_rss_mb']} MB; agreement with ours {agree:.4%}")
             lines.append(f"  extrapolated to {n} records ({fast['exhaustive_pairs']} comparisons): "
-                         f"{projected:.0f}s = {projected / 3600:.1f} CPU-hours; ours is {projected / fast['seconds']:.0f}x "
-                         "faster on the novelty rule")
+                         f"{projected:.0f}s = {projected / 3600:.1f} CPU-hours; ours is "
+                         f"{projected / fast['seconds']:.0f}x faster on the novelty rule")
         if "all_pairs" in results:
             ap, aarr = results["all_pairs"]
             k = ap["records"]
             same = aarr["novel"] == farr["novel"][:k]
             drops = ~aarr["novel"]
             same_score = np.mean(aarr["score"][drops] == farr["score"][:k][drops]) if drops.any() else 1.0
-            lines.append(f"all-pairs exhaustive check on the first {k} records: {ap['seconds']:.1f}s; decisions agree on "
-                         f"{np.count_nonzero(same)} of {k} ({np.mean(same):.4%}); scores of drops identical on "
-                         f"{same_score:.4%}; {ap['confirmed_with_rouge_score']} pairs with F > 0.6 recomputed with "
-                         "rouge-score, all equal")
+            lines.append(f"all-pairs exhaustive check on the first {k} records: {ap['seconds']:.1f}s; decisions "
+                         f"agree on {np.count_nonzero(same)} of {k} ({np.mean(same):.4%}); scores of drops "
+                         f"identical on {same_score:.4%}; {ap['confirmed_with_rouge_score']} pairs with F > 0.6 "
+                         "recomputed with rouge-score, all equal")
     for name, label in (("minhash_ours", "ours, MinHash LSH alone"), ("datasketch", "datasketch MinHash LSH")):
         if name in results:
             stats, arr = results[name]

@@ -95,17 +95,16 @@ def compare(label: str, prompts, chunk: int, raw, ours, reps: int) -> dict:
     """Raw and ballast alternate chunk by chunk (the order flipping each time), so load from anything else on
     the machine falls on both sides alike; tokens and seconds are summed per side."""
     totals = {"raw": [0, 0.0, 0], "ballast": [0, 0.0, 0]}
-    unit = 0
     for rep in range(reps):
         for start in range(0, len(prompts), chunk):
             part = prompts[start:start + chunk]
             sides = [("raw", raw), ("ballast", ours)]
-            for side, fn in sides if unit % 2 == 0 else sides[::-1]:
+            # Flip per chunk and per pass: each chunk runs raw-first in one pass and ballast-first in the next.
+            for side, fn in sides if (start // chunk + rep) % 2 == 0 else sides[::-1]:
                 tokens, seconds, failed = fn(part, f"{rep}-{start}")
                 totals[side][0] += tokens
                 totals[side][1] += seconds
                 totals[side][2] += failed
-            unit += 1
     raw_rate = totals["raw"][0] / totals["raw"][1]
     our_rate = totals["ballast"][0] / totals["ballast"][1]
     row = {"label": label, "raw_tok_s": raw_rate, "ballast_tok_s": our_rate, "ratio": our_rate / raw_rate,

@@ -1,6 +1,6 @@
 """Build a deterministic pool of support-domain records with known near-duplicate ground truth.
 
-    python benchmarks/make_pool.py --out benchmarks/data/pool.parquet            # 300,000 records
+    python benchmarks/make_pool.py --out ~/.cache/ballast/benchmarks/pool.parquet   # 300,000 records
     python benchmarks/make_pool.py --out /tmp/pool20k.parquet --records 20000
 
 A benchmark fixture, never training data: sentences of the training seeds (the held-out quarter is never read)
@@ -15,8 +15,9 @@ Which record of a cluster comes first depends only on the (seeded) pool order; a
 record of each cluster and drops the rest is perfect. Edit strengths:
     light   two or three word edits (synonym, neighbour swap, deletion) in the response, maybe one in the instruction
     medium  two response sentences swap places, six to nine word edits, one or two in the instruction and input
-    heavy   paraphrase-like rewrite: another instruction frame, phrase-level rewrites, a sentence dropped, a filler
-            sentence added, sentences reordered, a dozen word edits: most shingles change, the meaning does not
+    heavy   paraphrase-like rewrite: the instruction retold (situation first, in other words, a detail left out),
+            phrase-level rewrites, a response sentence dropped, a filler sentence added, sentences reordered, a
+            dozen word edits: most shingles and much of the instruction's word order change, the meaning does not
 """
 
 from __future__ import annotations
@@ -150,8 +151,9 @@ class Composer:
         self.details = sorted({s for b in self.banks.values() for s in b.get("input", []) if len(s.split()) <= 16})
         self.weights = [len(self.banks[s].get("output", [])) for s in self.slices]
 
-    def original(self, cluster: int) -> tuple[str, str, str, str]:
-        """(instruction, input, output, slice) of a new record, a function of the cluster number only."""
+    def original(self, cluster: int) -> tuple[str, str, str, str, str]:
+        """(instruction, input, output, slice, the instruction retold for a paraphrase) of a new record, a
+        function of the cluster number only."""
         rng = random.Random(f"{self.seed}:c{cluster}")
         sl = rng.choices(self.slices, self.weights)[0]
         bank = self.banks[sl]
@@ -160,9 +162,14 @@ class Composer:
         days, price = rng.randint(1, 120), rng.randint(9, 2400)
         when = rng.choice(WHEN).format(d=rng.randint(2, 60), w=rng.randint(2, 9), m=rng.randint(2, 11))
         frame = rng.choice(self.frames)
-        situation = f"{first} {last} {rng.choice(ISSUE)} the {product} {when}."
+        issue = rng.choice(ISSUE)
+        situation = f"{first} {last} {issue} the {product} {when}."
         detail = _numbers(rng.choice(self.details), rng)
-        instruction = " ".join(x for x in (frame, situation, detail, rng.choice(ASK)) if x)
+        ask = rng.choice(ASK)
+        instruction = " ".join(x for x in (frame, situation, detail, ask) if x)
+        # how a paraphrase would tell the same task: the situation first and in other words, the detail left out
+        retold = " ".join(x for x in (f"The customer, {first} {last}, {issue} their {product} ({when}).", frame, ask)
+                          if x)
         said = rng.sample(bank.get("input") or bank["output"], k=min(len(bank.get("input", [])) or 1,
                                                                       rng.randint(2, 4)))
         channel = rng.choice(CHANNEL)
@@ -175,7 +182,7 @@ class Composer:
         output = (f"{greeting}\n\n" + " ".join(_numbers(s, rng) for s in body) +
                   f" Your {product} is order HH-{rng.randint(1000000, 9999999)}."
                   "\n\nKind regards,\n[Agent name]\nHarbor Home Goods Support")
-        return instruction, inp, output, sl
+        return instruction, inp, output, sl, retold
 
 
 def _word_edits(text: str, n: int, rng: random.Random) -> str:
@@ -210,8 +217,9 @@ def _format_variant(text: str, rng: random.Random) -> str:
     return "  ".join(words[:2]) + " " + " ".join(words[2:]) + rng.choice(["", " ", "!", " ."])
 
 
-def copy_of(original: tuple[str, str, str, str], kind: str, strength: str, rng: random.Random) -> tuple[str, str, str]:
-    inst, inp, out, _ = original
+def copy_of(original: tuple[str, str, str, str, str], kind: str, strength: str,
+            rng: random.Random) -> tuple[str, str, str]:
+    inst, inp, out, _, retold = original
     if strength == "verbatim":
         return inst, inp, out
     if strength == "format":
@@ -238,6 +246,7 @@ def copy_of(original: tuple[str, str, str, str], kind: str, strength: str, rng: 
         rng.shuffle(body)
         body.insert(rng.randrange(len(body) + 1), rng.choice(FILLERS))
         body_text = _word_edits(" ".join(body), rng.randint(10, 14), rng)
+        inst = retold
         for a, b in PARAPHRASES:
             inst = inst.replace(a, b)
         inst = _word_edits(inst, rng.randint(2, 3), rng)
@@ -277,13 +286,13 @@ def build(records: int, seed: int) -> pa.Table:
 
     composer = Composer(seed)
     specs = plan(records, seed)
-    cache: dict[int, tuple[str, str, str, str]] = {}
+    cache: dict[int, tuple[str, str, str, str, str]] = {}
     copies = defaultdict(int)
     tables, batch = [], []
     for cluster, kind, strength in specs:
         if kind == "bad":
             rng = random.Random(f"{seed}:bad{cluster}")
-            inst, inp, out, sl = composer.original(cluster)
+            inst, inp, out, sl, _ = composer.original(cluster)
             if strength == "empty_instruction":
                 inst = ""
             elif strength == "very_long":
@@ -321,7 +330,7 @@ def build(records: int, seed: int) -> pa.Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "data" / "pool.parquet")
+    parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()

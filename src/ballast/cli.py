@@ -384,8 +384,9 @@ def curate_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder to write")],
     overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides of the curate section, "
                                                                   "e.g. curate.semantic.enabled=true")] = None,
-    recipe: Annotated[Optional[Path], typer.Option(help="recipe whose curate section, policy and training seeds "
-                                                        "to use (default: built-in settings, no policy checks)")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(
+        help="recipe whose curate section, policy and training seeds to use (default: built-in settings, "
+             "no policy checks)")] = None,
 ) -> None:
     """Curate a large pool in chunks: OUT/stages/curate/records.parquet (every record with its decisions) and
     OUT/decisions.parquet (the decision log), for `ballast explain` and `ballast stats`."""

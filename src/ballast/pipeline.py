@@ -66,6 +66,12 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
     run.manifest.policy = {"policy_id": policy.policy_id, "version": policy.version, "sha256": policy.sha256}
     run.manifest.models = {"weak": FileHash(path=str(weak_path), sha256=weak_ref.sha256, name=weak_ref.name),
                            "strong": FileHash(path=str(strong_path), sha256=strong_ref.sha256, name=strong_ref.name)}
+    if recipe.curate.semantic.enabled:  # the static model distilled from MiniLM (once, then cached)
+        from ballast.backends.static import StaticEmbedder
+
+        static = StaticEmbedder(pca_dims=recipe.curate.semantic.pca_dims)
+        run.manifest.models["semantic"] = FileHash(path=str(static.folder / "model.safetensors"),
+                                                   sha256=static.model.sha256, name=static.model.name)
     run.manifest.data = {"seeds": hash_file(recipe.seeds), "policy": hash_file(recipe.policy)}
     templates = templates_used(recipe.generate)
     run.manifest.templates = dict(templates)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,9 +9,11 @@ from safetensors.torch import load_file
 
 from ballast.backends.base import Decoding
 from ballast.backends.transformers_hf import ADAPTER_WEIGHTS, TransformersBackend
+from ballast.errors import InputError
 from ballast.prompts import record_messages
 from ballast.records import Record, Source
-from ballast.train import TrainConfig, build_trainer, train_lora
+from ballast.recipe import load_recipe
+from ballast.train import AuxConfidence, TrainConfig, build_trainer, train_lora
 
 COMPANY = "Harbor Home"
 RECORDS = [
@@ -31,6 +34,7 @@ RECORDS = [
     ]
 ]
 pytestmark = pytest.mark.slow  # real training: about a minute and a half on 2 cores
+TINY_RECIPE = Path(__file__).parent / "data" / "tiny_recipe.yaml"
 TINY = TrainConfig(max_steps=3, batch_size=3, grad_accumulation=1, max_seq_len=128, learning_rate=1e-3,
                    logging_steps=1, seed=3)
 
@@ -59,24 +63,47 @@ def _loss(trainer, batch) -> float:
         return trainer.compute_loss(trainer.model, dict(batch)).item()
 
 
+def _split(batch, key: str) -> list[list[int]]:
+    """A padding-free batch's one row cut back into its records (each starts at position 0)."""
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
+    return [batch[key][0, a:b].tolist() for a, b in zip(starts, starts[1:], strict=False)]
+
+
+def _alone(trainer, batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each record of the batch run through the model on its own, with the full logits: (log-softmax at each
+    position, the next-token labels)."""
+    rows = []
+    for ids, labels in zip(_split(batch, "input_ids"), _split(batch, "labels"), strict=True):
+        with torch.no_grad():
+            logits = trainer.model(input_ids=torch.tensor([ids])).logits[0, :-1]
+        rows.append((logits.float().log_softmax(-1), torch.tensor(labels[1:])))
+    return rows
+
+
+def _mean_nll(logprobs: torch.Tensor, targets: torch.Tensor) -> float:
+    keep = targets != -100
+    return -logprobs[keep].gather(1, targets[keep][:, None]).mean().item()
+
+
 def test_labels_mask_the_prompt_and_keep_the_response_as_evaluation_renders_it(trainer, base):
     dataset = trainer.train_dataset
     batch = _batch(trainer, [1.0] * len(dataset))
-    for b, row in enumerate(dataset):
+    # Padding-free: the records laid end to end in one row, no padding and no attention mask.
+    assert batch["input_ids"].shape == (1, sum(len(row["input_ids"]) for row in dataset))
+    assert "attention_mask" not in batch
+    for row, ids, labels in zip(dataset, _split(batch, "input_ids"), _split(batch, "labels"), strict=True):
         record = next(r for r in RECORDS if record_messages(r, COMPANY, with_response=False) == row["prompt"])
         prompt = base.encode(base.render(record_messages(record, COMPANY, with_response=False)))
         full = base.encode(base.render(record_messages(record, COMPANY, with_response=True),
                                        add_generation_prompt=False))
-        ids, labels = batch["input_ids"][b].tolist(), batch["labels"][b].tolist()
-        # Training sees exactly the tokens evaluation renders, then right padding that is never a target.
-        assert full[: len(prompt)] == prompt and ids[: len(full)] == full
+        # Training sees exactly the tokens evaluation renders.
+        assert full[: len(prompt)] == prompt and ids == full
         assert all(label == -100 for label in labels[: len(prompt)])
-        assert labels[len(prompt) : len(full)] == full[len(prompt) :]
-        assert all(label == -100 for label in labels[len(full) :])
+        assert labels[len(prompt) :] == full[len(prompt) :]
         assert base.tokenizer.decode(full[len(prompt) :]) == record.output + "<end_of_turn>\n"
 
 
-def test_loss_counts_response_tokens_only_and_scores_only_them(trainer):
+def test_loss_counts_response_tokens_only_and_no_record_attends_to_another(trainer):
     model = trainer.model
     batch = _batch(trainer, [1.0, 1.0, 1.0])
     targets = batch["labels"][:, 1:]
@@ -90,20 +117,14 @@ def test_loss_counts_response_tokens_only_and_scores_only_them(trainer):
     # The 262k-wide LM head ran once, on the response positions alone.
     assert rows_through_head == [int((targets != -100).sum())]
 
-    with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    logprobs = logits.log_softmax(-1)
-
-    def reference(labels: torch.Tensor) -> float:
-        picked = logprobs.gather(2, labels.clamp(min=0)[..., None]).squeeze(2)
-        nll = -picked * (labels != -100)
-        return (nll.sum(1) / (labels != -100).sum(1)).mean().item()
-
-    # Equal to cross-entropy over the full logits restricted to response targets ...
-    assert loss == pytest.approx(reference(targets), abs=1e-4)
-    # ... which differs from the loss that also learns the prompt, so the masked prompt targets count for nothing.
-    full_sequence = torch.where(batch["attention_mask"][:, 1:] == 1, batch["input_ids"][:, 1:], -100)
-    assert abs(reference(full_sequence) - loss) > 0.1
+    alone = _alone(trainer, batch)
+    # Equal to cross-entropy over the full logits of each record run on its own, restricted to its response
+    # targets: packing the records into one row lets none of them see another ...
+    assert loss == pytest.approx(sum(_mean_nll(lp, t) for lp, t in alone) / 3, abs=1e-4)
+    # ... and differs from the loss that also learns the prompt, so the masked prompt targets count for nothing.
+    ids = _split(batch, "input_ids")
+    with_prompt = sum(_mean_nll(lp, torch.tensor(i[1:])) for (lp, _), i in zip(alone, ids, strict=True)) / 3
+    assert abs(with_prompt - loss) > 0.1
     # A response token's target moves the loss.
     changed = {**batch, "labels": batch["labels"].clone()}
     last = int((batch["labels"][0] != -100).nonzero().max())
@@ -160,3 +181,41 @@ def test_training_is_deterministic_given_the_seed(trained, tmp_path):
     assert again.adapter_sha256 == result.adapter_sha256 and again.final_loss == result.final_loss
     first, second = load_file(out / ADAPTER_WEIGHTS), load_file(tmp_path / ADAPTER_WEIGHTS)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_aux_confidence_ramps_up_and_is_validated_in_the_recipe():
+    ramp = AuxConfidence(weight=0.4, warmup_fraction=0.5)
+    assert [ramp.at(step, 10) for step in (0, 2, 5, 9)] == pytest.approx([0.0, 0.16, 0.4, 0.4])
+    assert AuxConfidence(weight=0.4, warmup_fraction=0.0).at(0, 10) == 0.4
+    assert AuxConfidence().at(5, 10) == 0.0
+    recipe = load_recipe(TINY_RECIPE, ["train.aux_confidence.weight=0.3"])
+    assert recipe.train.aux_confidence == AuxConfidence(weight=0.3, warmup_fraction=0.2)
+    with pytest.raises(InputError, match="aux_confidence"):
+        load_recipe(TINY_RECIPE, ["train.aux_confidence.weight=1.5"])
+
+
+@pytest.fixture(scope="module")
+def aux_trainer(tmp_path_factory):
+    cfg = TINY.model_copy(update={"aux_confidence": AuxConfidence(weight=0.4, warmup_fraction=0.5)})
+    trainer = build_trainer(RECORDS, COMPANY, cfg, tmp_path_factory.mktemp("aux"))
+    trainer.model.eval()
+    return trainer
+
+
+def test_aux_confidence_mixes_the_models_own_argmax_into_each_target(aux_trainer):
+    weights = [1.0, 2.0, 1.0]
+    batch = _batch(aux_trainer, weights)
+    alone = _alone(aux_trainer, batch)
+    label_ce = [_mean_nll(lp, t) for lp, t in alone]
+    # Cross-entropy against the model's own hardened prediction at each response position.
+    own_ce = [_mean_nll(lp, torch.where(t != -100, lp.argmax(-1), -100)) for lp, t in alone]
+    assert all(own < label for own, label in zip(own_ce, label_ce, strict=True))
+    aux_trainer.state.max_steps = 10
+    losses = {}
+    for step, a in ((0, 0.0), (2, 0.16), (5, 0.4), (9, 0.4)):
+        aux_trainer.state.global_step = step
+        losses[step] = _loss(aux_trainer, batch)
+        expected = sum(w * ((1 - a) * lab + a * own) for w, lab, own in zip(weights, label_ce, own_ce, strict=True))
+        assert losses[step] == pytest.approx(expected / sum(weights), abs=1e-4), step
+    # The term pulls the loss towards the model's confident predictions, the more so as it ramps up.
+    assert losses[0] > losses[2] > losses[5] == losses[9]

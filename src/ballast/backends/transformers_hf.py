@@ -76,21 +76,40 @@ def load_strong_base(name: str = "gemma3-270m", *, training: bool = False
     return model, tokenizer, ref
 
 
+def response_logits(model: torch.nn.Module, inputs: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Float32 logits at the labelled positions only, their target tokens, and the index in the batch of the record
+    each position belongs to. Only labelled positions go through the LM head, whose vocabulary-wide output (262k for
+    Gemma) dominates the cost of a step. Takes a padded batch (one record per row, `attention_mask`) or a
+    padding-free one (one row, `position_ids` restarting at 0 for each record: transformers then keeps attention
+    inside each record)."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model wraps the LM
+    input_ids = inputs["input_ids"]
+    if "position_ids" in inputs:
+        context = {"position_ids": inputs["position_ids"]}
+        example = (inputs["position_ids"] == 0).cumsum(-1) - 1
+    else:
+        context = {"attention_mask": inputs["attention_mask"]}
+        example = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(input_ids)
+    hidden = causal_lm.get_decoder()(input_ids=input_ids, **context, use_cache=False).last_hidden_state
+    targets = inputs["labels"][:, 1:]
+    keep = targets != -100
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    cap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)  # Gemma has it, Llama not
+    if cap:
+        logits = cap * torch.tanh(logits / cap)
+    return logits, targets[keep], example[:, :-1][keep]
+
+
 def label_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    labels: torch.Tensor) -> torch.Tensor:
     """Log-probability of each label token given the tokens before it: shape (batch, seq - 1), 0 where the label is
-    -100. Only labelled positions go through the LM head, whose 262k-wide output dominates the cost of a step."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model wraps the LM
-    hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                     use_cache=False).last_hidden_state
-    targets = labels[:, 1:]
-    keep = targets != -100
-    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
-    cap = causal_lm.config.get_text_config().final_logit_softcapping
-    if cap:
-        logits = cap * torch.tanh(logits / cap)
-    picked = -torch.nn.functional.cross_entropy(logits, targets[keep], reduction="none")
-    return torch.zeros(targets.shape, dtype=picked.dtype, device=picked.device).masked_scatter(keep, picked)
+    -100."""
+    logits, targets, _ = response_logits(model, {"input_ids": input_ids, "attention_mask": attention_mask,
+                                                 "labels": labels})
+    picked = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    keep = labels[:, 1:] != -100
+    return torch.zeros(keep.shape, dtype=picked.dtype, device=picked.device).masked_scatter(keep, picked)
 
 
 class _GumbelNoise(LogitsProcessor):

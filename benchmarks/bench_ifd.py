@@ -1,0 +1,100 @@
+"""IFD scoring throughput: ballast.quality against the reference approach, on the same records and model in one run.
+
+The reference is Superfiltering's scoring code (data_analysis.py, after Cherry LLM): one example at a time through
+a GPT-2 style causal LM, `model(input_ids, labels=labels)` computing full-vocabulary logits at every position, the
+loss taken over the response span, whose first token is found by tokenising the text before `rfind(response)`.
+Its prompt texts are ballast's (the weak model's chat template; the instruction-free prefix is the bare assistant
+header, see ballast.quality), so the two methods must agree to 1e-4 and only the computation differs.
+
+    flock /tmp/cpu.lock .venv/bin/python benchmarks/bench_ifd.py --records 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ballast.policy import load_policy
+from ballast.prompts import record_messages
+from ballast.quality import QualityScorer, generation_header
+from ballast.records import Record
+from ballast.seeds import load_seeds, split_heldout
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "harbor-support"
+TARGET_RATIO, TOLERANCE = 3.0, 1e-4
+
+
+def reference_loss(model: torch.nn.Module, tokenizer, text: str, target_span: str, max_length: int) -> float:
+    """Superfiltering's get_perplexity_and_embedding_part_text: mean loss over the target span, full logits."""
+    input_ids = tokenizer.encode(text, return_tensors="pt", truncation=True, max_length=max_length).to(model.device)
+    start_index = text.rfind(target_span)
+    start_token = len(tokenizer.encode(text[:start_index]))
+    labels = input_ids.clone()
+    labels[0, :start_token] = -100
+    with torch.no_grad():
+        loss = model(input_ids, labels=labels).loss
+    return loss.item()
+
+
+def reference_scores(scorer: QualityScorer, records: list[Record], max_length: int) -> list[float]:
+    """IFD per record, one example at a time."""
+    tokenizer, model = scorer.tokenizer, scorer.lm
+    alone = generation_header(tokenizer)
+    out = []
+    for record in records:
+        prompt = tokenizer.apply_chat_template(record_messages(record, scorer.company, with_response=False),
+                                               tokenize=False, add_generation_prompt=True)
+        cond = reference_loss(model, tokenizer, prompt + record.output, record.output, max_length)
+        uncond = reference_loss(model, tokenizer, alone + record.output, record.output, max_length)
+        out.append(math.exp(cond) / math.exp(uncond))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=200, help="training-split seeds to score")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-len", type=int, default=1024)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    policy = load_policy(EXAMPLE / "policy.yaml")
+    train = split_heldout(load_seeds(EXAMPLE / "seeds.jsonl", policy), 0.25, salt="heldout:13").train
+    if args.records > len(train):
+        raise SystemExit(f"--records {args.records}: the training split holds {len(train)} seeds")
+    records = train[: args.records]
+    scorer = QualityScorer(policy.company, batch_size=args.batch_size, max_len=args.max_len)
+    tokens = sum(len(i.prompt) + len(i.alone) + 2 * len(i.response) for i in map(scorer.prepare, records))
+    print(f"model {scorer.model.name} (float32, {scorer.lm.device}, {torch.get_num_threads()} threads); "
+          f"{len(records)} records, {tokens} tokens in both passes")
+
+    # Warm-up: first calls allocate and pick kernels.
+    reference_scores(scorer, records[:2], args.max_len)
+    scorer.score([r.model_copy(deep=True) for r in records[:2]])
+
+    start = time.perf_counter()
+    reference = reference_scores(scorer, records, args.max_len)
+    reference_s = time.perf_counter() - start
+
+    ours_records = [r.model_copy(deep=True) for r in records]
+    start = time.perf_counter()
+    summary = scorer.score(ours_records)
+    ours_s = time.perf_counter() - start
+    if summary.scored != len(records):
+        raise SystemExit(f"ballast.quality scored {summary.scored} of {len(records)} records: {summary}")
+
+    diff = max(abs(r.scores["ifd"] - ref) for r, ref in zip(ours_records, reference, strict=True))
+    ratio = reference_s / ours_s
+    print(f"reference (per example, full logits): {len(records) / reference_s:8.2f} records/s  ({reference_s:.1f} s)")
+    print(f"ballast.quality (batched, response-only head): {len(records) / ours_s:8.2f} records/s  ({ours_s:.1f} s)")
+    print(f"speed-up: {ratio:.2f}x (target >= {TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+    print(f"max |IFD difference|: {diff:.2e} (limit {TOLERANCE:g}: {'met' if diff <= TOLERANCE else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

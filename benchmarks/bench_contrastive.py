@@ -1,7 +1,9 @@
 """How many contrastive negatives the policy checker catches (no model; about ten seconds).
 
 Negatives are built from the training seeds of the example (split_heldout(..., 0.25, salt="heldout:13")),
-one per applicable edit; "caught" means a finding with the violated rule id, "flagged" any finding.
+one per applicable edit; "caught" means a finding with the violated rule id, "flagged" any finding. The edits
+made for the classifier (a blame sentence, instructions first, outside advice, the wrong team, ...) are meant to
+be caught rarely: their rates show what the rule checks cannot see.
 
     python benchmarks/bench_contrastive.py
 """

@@ -50,6 +50,16 @@ def test_grounded_answers_on_the_weak_model(weak, grounding):
     assert meta["response_template"].startswith("generate/grounded@")
 
 
+# The edits the rule checker was built to see; the others exist because it cannot see them.
+RULE_VISIBLE = {"changed_number", "dropped_escalation", "casual_rewrite", "promised_date", "over_limit_approval",
+                "skipped_identity_check", "dropped_sign_off"}
+# The classifier-only kinds and the rule each breaks (wrong_team: the escalation rule the trigger fired).
+CLASSIFIER_ONLY = {"blame_sentence": "T3", "instructions_first": "T2", "invented_fact": "T5",
+                   "alternative_refund": "R3", "accepted_final_sale": "R7", "accepted_late_return": "R1",
+                   "outside_advice": "C1", "competitor_mention": "C2", "claimed_done": "C3", "waived_condition": "R2",
+                   "price_difference": "R8", "early_lost": "D2", "wrong_team": None}
+
+
 def test_each_negative_breaks_one_named_rule_and_the_checker_catches_most(policy, split):
     negatives, counts = contrastive_negatives(split.train, policy, ContrastiveConfig())
     assert set(counts) == set(ContrastiveConfig().edits)
@@ -59,9 +69,38 @@ def test_each_negative_breaks_one_named_rule_and_the_checker_catches_most(policy
         assert not r.kept and r.decisions[0].rule_id == r.rules[0] and r.rules[0] in r.decisions[0].reason
         parent = parents[r.parent_ids[0]]
         assert r.output != parent.output and (r.instruction, r.input) == (parent.instruction, parent.input)
-    result = check_negatives(negatives, split.train, policy)
+    visible = [r for r in negatives if r.meta["edit"] in RULE_VISIBLE]
+    result = check_negatives(visible, split.train, policy)
     assert result["catch_rate"] >= 0.9 and result["seed_already_flagged"] == 0
     assert all(v["catch_rate"] >= 0.8 for v in result["by_edit"].values()), result["by_edit"]
+    assert check_negatives(negatives, split.train, policy)["seed_already_flagged"] == 0
+
+
+@pytest.mark.parametrize("kind", sorted(CLASSIFIER_ONLY))
+def test_classifier_only_edits_break_their_rule_deterministically(policy, split, kind):
+    builder = ContrastiveBuilder(policy, ContrastiveConfig())
+    made = [(s, e) for s in split.train if (e := builder.edit(kind, s)) is not None]
+    assert len(made) >= 5, f"{kind} fits only {len(made)} training seeds"
+    escalation_rules = {r.id for r in policy.rules if r.escalate_to and r.escalate_to != "supervisor"}
+    for seed, edit in made:
+        assert edit.kind == kind and edit.output.strip() != seed.output.strip()
+        if CLASSIFIER_ONLY[kind]:
+            assert edit.rule_id == CLASSIFIER_ONLY[kind]
+        else:  # the team named is another of the policy's teams than the one the fired trigger requires
+            assert edit.rule_id in escalation_rules
+            assert edit.rule_id in builder.checker.triggered(seed.instruction, seed.input)
+            assert policy.by_id[edit.rule_id].escalate_to not in edit.output
+        assert builder.edit(kind, seed) == edit  # deterministic
+    # The phrase banks vary the wording across seeds.
+    if kind not in ("instructions_first", "wrong_team"):
+        assert len({e.detail for _, e in made}) >= 3
+
+
+def test_instructions_first_moves_the_acknowledgement_without_changing_words(policy, split):
+    builder = ContrastiveBuilder(policy, ContrastiveConfig())
+    seed, edit = next((s, e) for s in split.train if (e := builder.edit("instructions_first", s)) is not None)
+    assert sorted(edit.output.split()) == sorted(seed.output.split())
+    assert edit.output.split("\n\n")[:3] != seed.output.split("\n\n")[:3]
 
 
 def test_edits_are_deterministic_and_driven_by_the_policy(policy, split):

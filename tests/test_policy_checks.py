@@ -84,6 +84,11 @@ VIOLATIONS = [
     ("T1", DRAFT, "", "Hey there, gonna check." + SIGN),
     ("T4", DRAFT, "", "Thank you for your message."),
     ("T4", DRAFT, "", "Thank you for your message.\n\nKind regards,\nSam"),
+    # found since the devset showed them missed: contractions, an inflected trigger
+    ("C3", DRAFT, "", "Our warehouse has your throw, and I've processed your refund." + SIGN),
+    ("C3", DRAFT, "", "Good news: we’ve issued the replacement, and I’ve processed the refund." + SIGN),
+    ("E5", DRAFT, "Customer: I've been having thoughts of hurting myself.",
+     "I'm so sorry. I am passing your message to our Tier 2 team." + SIGN),
 ]
 
 # Conformant replies that sit close to a violation: none may produce a finding.
@@ -121,6 +126,10 @@ NEAR_MISSES = [
     ("Can I approve this refund?", "", "Yes, it is within your USD 500 limit."),
     (DRAFT, "", "Thank you for the lovely photo!" + SIGN),
     (DRAFT, "", "Thank you.\n  Kind regards,\n  [Agent name]\n  Harbor Home Goods Support  \n"),
+    (ASK, "Membership Admin: renewed 16 days ago.", "The renewal was 16 days ago, so she is two days outside the "
+                                                    "14-day period for a refund of the fee."),
+    (DRAFT, "", "We won't refund the price difference, and we can't match other shops' prices." + SIGN),
+    (DRAFT, "", "I've passed your request on; I haven't processed your refund yet." + SIGN),
 ]
 
 # Seeds the checker flags although they follow the policy (none since the triggers were narrowed).
@@ -158,6 +167,12 @@ def test_spans_point_at_the_offending_text(checker):
     assert finding.rule_id == "P4" and phrase[slice(*finding.span)] == "send us your password"
 
 
+def test_spans_map_back_through_contractions(checker):
+    output = "Thanks for waiting. I’ve processed your refund." + SIGN
+    (finding,) = checker.check(DRAFT, "", output)
+    assert finding.rule_id == "C3" and output[slice(*finding.span)] == "I’ve processed your refund"
+
+
 def test_triggered_names_escalations_the_reply_must_state(checker):
     lawyer_and_shock = "My lawyer will hear about this, and the lamp gave me an electric shock."
     assert checker.triggered("Draft a reply.", lawyer_and_shock) == ["E1", "E2"]
@@ -165,6 +180,7 @@ def test_triggered_names_escalations_the_reply_must_state(checker):
         == ["E3", "E4"]
     assert checker.triggered("Draft a reply.", "The issue is the hospitality of your staff.") == []
     assert checker.triggered("Draft a reply.", "No injuries, no smoke, just a wobbly leg.") == []
+    assert checker.triggered("Draft a reply.", "I keep thinking about ending my life.") == ["E5"]
 
 
 def test_infer_audience(policy):

@@ -28,6 +28,11 @@ class Finding:
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+def split_sentences(text: str) -> list[str]:
+    """Sentences and lines of a text, stripped, empty ones left out."""
+    return [s.strip() for s in _SENTENCE_BREAK.split(text) if s.strip()]
+
+
 @dataclass(frozen=True)
 class _Text:
     raw: str
@@ -76,7 +81,7 @@ _CLAIM = re.compile(
 # A duration that dates an event of this order ("delivered 41 days ago", "at 14 months", "3 days late")
 # rather than stating a policy value.
 _EVENT_AFTER = re.compile(r"[\s-]+(?:and\s+\d+\s+\w+\s+)?(?:ago|old|late|early|overdue|left|remaining|later|"
-                          r"earlier|past|since|from (?:today|now))\b")
+                          r"earlier|past|since|outside|beyond|over|short|from (?:today|now))\b")
 _EVENT_BEFORE = re.compile(r"\bat\s+$")
 # What is left of a policy value: "within the next 1–6 business days", "two more days"; amounts always may be.
 _REMAINDER_BEFORE = re.compile(r"\b(?:next|another|further)\s+$")
@@ -175,6 +180,29 @@ def _quoted_and_rejected(text: str, start: int, end: int) -> bool:
     return bool(_DENIED.search(text, close.end(), _CLAUSE_END.search(text, close.end()).start()))
 
 
+# Policy patterns are written out in full ("I have processed"); a reply says "I've processed".
+_CONTRACTION = re.compile(r"\b(?:won|can)['’]t\b|(?<=[a-z])(?:['’](?:ve|ll|re|m)|n['’]t)\b", re.IGNORECASE)
+_EXPANSION = {"won't": "will not", "can't": "cannot", "'ve": " have", "'ll": " will", "'re": " are", "'m": " am",
+              "n't": " not"}
+
+
+def _expanded(raw: str) -> tuple[str, list[tuple[int, int]]]:
+    """raw with contractions written out, and (offset in the result, offset in raw) after each expansion, so a
+    span found in the result maps back to raw."""
+    parts, marks, last, length = [], [(0, 0)], 0, 0
+    for m in _CONTRACTION.finditer(raw):
+        piece = raw[last:m.start()] + _EXPANSION[m.group(0).lower().replace("’", "'")]
+        parts.append(piece)
+        last, length = m.end(), length + len(piece)
+        marks.append((length, last))
+    return "".join(parts) + raw[last:], marks
+
+
+def _raw_offset(marks: list[tuple[int, int]], at: int) -> int:
+    expanded_at, raw_at = marks[bisect.bisect_right(marks, (at, float("inf"))) - 1]
+    return raw_at + (at - expanded_at)
+
+
 # A completed state ("has been issued", "I approved") restated from the input is not an invention.
 _STATE_CLAIM = re.compile(r"\b(?:has|have|had|is|was|were|are|been)\s+(?:already\s+)?(?:been\s+)?\w+ed\b"
                           r"|\bi\s+\w+ed\b")
@@ -212,7 +240,14 @@ _LETTER_OPENING = re.compile(r"\A\s*Dear\b")
 
 # Triggers match at a word start and may take an inflection, so "injur" finds "injured" and "fraud"
 # "fraudulent" while "hospital" stays out of "hospitality" and "spark" out of "sparkling".
-_INFLECTION = r"(?:s|es|d|ed|ing|y|ies|ied|e|al|ulent|ised|ized)?\b"
+_SUFFIX = r"(?:s|es|d|ed|ing|y|ies|ied|e|al|ulent|ised|ized)?"
+_INFLECTION = _SUFFIX + r"\b"
+_FIRST_WORD = re.compile(r"^([a-z]{3,})(?= )")
+
+
+def _inflect_first(trigger: str) -> str:
+    """A trigger phrase whose first word may be inflected too: "hurt myself" also finds "hurting myself"."""
+    return _FIRST_WORD.sub(lambda m: m[1] + _SUFFIX, trigger)
 # Pictographs and emoticons; ballot boxes, check marks and crosses (☐ ✓ ✗) are list typography, not emoji.
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u260F\u2613-\u26FF\u2700-\u2712\u2714-\u2716\u2718-\u27BF"
                     "\u2B50\u2B55]\uFE0F?|(?:(?<=\\s)|^)[:;]-?[)(DP](?!\\w)")
@@ -265,7 +300,8 @@ class PolicyChecker:
         alternatives = [re.escape(c) + ("" if len(c.rsplit(" ", 1)[-1]) >= 4 else r"(?=s?\b)") for c in cues]
         self._cues = re.compile(r"\b(?:" + "|".join(alternatives) + ")") if cues else None
 
-        self._triggers = [(r.id, _Pattern.compile("|".join(rf"\b(?:{t}){_INFLECTION}" for t in r.triggers)))
+        self._triggers = [(r.id, _Pattern.compile("|".join(rf"\b(?:{_inflect_first(t)}){_INFLECTION}"
+                                                           for t in r.triggers)))
                           for r in policy.rules if r.triggers]
         # "Payments Risk" names the team as well as "Payments Risk team" does.
         self._teams = {r.id: _whole([_phrase(re.sub(r"\s+team$", "", r.escalate_to))])
@@ -370,18 +406,26 @@ class PolicyChecker:
         return findings
 
     def _forbidden_findings(self, context: _Text, reply: _Text) -> list[Finding]:
-        findings = []
+        views = [(reply, None)]
+        if _CONTRACTION.search(reply.raw):
+            expanded, marks = _expanded(reply.raw)
+            views.append((_Text.of(expanded), marks))
+        findings: dict[tuple[str, int, int], Finding] = {}
         for rule_id, pattern, negation_inside_excuses in self._forbidden:
-            for m in pattern.finditer(reply):
-                start, end = m.span()
-                phrase = reply.low[start:end]
-                if (_preceded_by(_EXCUSED, reply.low, start, _FORBIDDEN_WINDOW)
-                        or (negation_inside_excuses and _DENIED.search(phrase))
-                        or _quoted_and_rejected(reply.low, start, end)
-                        or _restated(phrase, context.low)):
-                    continue
-                findings.append(Finding(rule_id, f"forbidden phrasing {reply.raw[start:end]!r}", (start, end)))
-        return findings
+            for text, marks in views:
+                for m in pattern.finditer(text):
+                    start, end = m.span()
+                    phrase = text.low[start:end]
+                    if (_preceded_by(_EXCUSED, text.low, start, _FORBIDDEN_WINDOW)
+                            or (negation_inside_excuses and _DENIED.search(phrase))
+                            or _quoted_and_rejected(text.low, start, end)
+                            or _restated(phrase, context.low)):
+                        continue
+                    if marks:
+                        start, end = _raw_offset(marks, start), _raw_offset(marks, end)
+                    findings.setdefault((rule_id, start, end), Finding(
+                        rule_id, f"forbidden phrasing {reply.raw[start:end]!r}", (start, end)))
+        return list(findings.values())
 
     def _register_findings(self, reply: _Text) -> list[Finding]:
         rule = self.policy.register_.rule

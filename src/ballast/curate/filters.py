@@ -1,19 +1,23 @@
 """The curation filters: text checks, length and format, exact and near duplicates, ROUGE-L novelty, semantic
-duplicates, policy rule checks."""
+duplicates, policy rule checks, the learned conformance classifier."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import chain
+from typing import TYPE_CHECKING
 
-from ballast.curate.base import Drop, Filter
+from ballast.curate.base import BatchFilter, Drop, Filter
 from ballast.novelty_index import RougeNoveltyIndex
 from ballast.policy_checks import PolicyChecker
 from ballast.records import Record
 from ballast.recipe import CurateConfig
+
+if TYPE_CHECKING:  # the classifier pulls in scikit-learn and an embedding model; only when it is used
+    from ballast.conformance import ConformanceClassifier
 
 _NORMALISE = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -126,8 +130,35 @@ class PolicyRules(Filter):
         return Drop(reason, rule_id=findings[0].rule_id, score=float(len(findings)))
 
 
-def curation_filters(cfg: CurateConfig, seen: list[Record], checker: PolicyChecker | None) -> list[Filter]:
-    """The filters in order; `seen` (the human training seeds) counts as earlier for duplicates."""
+class Conformance(BatchFilter):
+    """The conformance classifier's violation probability, kept in `scores["p_violation"]` on every record it
+    sees; at or above the threshold the record goes, under the most likely rule."""
+
+    name = "conformance"
+    batch_size = 512  # one embedding call per batch
+
+    def __init__(self, classifier: ConformanceClassifier, threshold: float) -> None:
+        self.classifier, self.threshold = classifier, threshold
+        self.embedder = classifier.embedder  # the stream report records the model it names
+
+    def drop_batch(self, records: Sequence[Record]) -> list[Drop | None]:
+        verdicts = self.classifier.predict(records)
+        out: list[Drop | None] = []
+        for record, verdict in zip(records, verdicts, strict=True):
+            record.scores["p_violation"] = verdict.p_violation
+            if verdict.p_violation < self.threshold:
+                out.append(None)
+                continue
+            likely = ", ".join(f"{rule_id} ({p:.2f})" for rule_id, p in verdict.rules)
+            out.append(Drop(f"classifier: p_violation={verdict.p_violation:.2f}, likely {likely}",
+                            rule_id=verdict.top_rule, score=verdict.p_violation))
+        return out
+
+
+def curation_filters(cfg: CurateConfig, seen: list[Record], checker: PolicyChecker | None,
+                     classifier: ConformanceClassifier | None = None) -> list[Filter]:
+    """The filters in order; `seen` (the human training seeds) counts as earlier for duplicates. The classifier,
+    required when enabled, comes after the rule checks and sees only what they kept."""
     from ballast.curate.dedup import MinHashDuplicate, SemanticDuplicate
     from ballast.curate.text import TextCheck
 
@@ -139,4 +170,8 @@ def curation_filters(cfg: CurateConfig, seen: list[Record], checker: PolicyCheck
         filters.append(SemanticDuplicate(cfg.semantic, seen))
     if cfg.policy_checks and checker is not None:
         filters.append(PolicyRules(checker))
+    if cfg.classifier.enabled:
+        if classifier is None:  # a switched-on stage must not vanish silently
+            raise ValueError("curate.classifier.enabled is set but no fitted conformance classifier was given")
+        filters.append(Conformance(classifier, cfg.classifier.threshold))
     return filters

@@ -24,7 +24,7 @@ from ballast.curate.base import BatchFilter, Filter
 from ballast.curate.filters import curation_filters
 from ballast.errors import InputError
 from ballast.policy import Policy
-from ballast.recipe import CurateConfig
+from ballast.recipe import ContrastiveConfig, CurateConfig
 from ballast.records import Record, Source, content_id
 from ballast.store import DECISION_SCHEMA, RECORD_SCHEMA
 
@@ -93,10 +93,13 @@ def _instructions(pool: Path, chunk_size: int) -> Iterator[str]:
 
 def curate_parquet(pool: str | Path, records_out: str | Path, decisions_out: str | Path, cfg: CurateConfig,
                    seen: Sequence[Record] = (), policy: Policy | None = None,
-                   filters: list[Filter] | None = None, progress: bool = True) -> StreamReport:
+                   filters: list[Filter] | None = None, progress: bool = True,
+                   contrastive: ContrastiveConfig | None = None) -> StreamReport:
     """Curate the records in `pool` (Parquet, RECORD_SCHEMA) chunk by chunk; write every record with its
     decisions to `records_out` and the long decision log to `decisions_out` (both written under temporary
-    names and renamed at the end, so a killed run leaves no half-written file under the real name)."""
+    names and renamed at the end, so a killed run leaves no half-written file under the real name).
+    With `cfg.classifier.enabled` the conformance classifier is fitted on `seen` (the human training seeds)
+    and the negatives `contrastive` builds from them, as the in-memory curation does."""
     pool, records_out, decisions_out = Path(pool), Path(records_out), Path(decisions_out)
     if not pool.is_file():
         raise InputError("no such pool file", file=pool)
@@ -112,7 +115,15 @@ def curate_parquet(pool: str | Path, records_out: str | Path, decisions_out: str
 
         checker = PolicyChecker(policy)
     if filters is None:
-        filters = curation_filters(cfg, list(seen), checker if cfg.policy_checks else None)
+        classifier = None
+        if cfg.classifier.enabled:
+            if policy is None or not seen:
+                raise InputError("needs the policy and the human training seeds to fit the conformance "
+                                 "classifier on (run with a recipe)", field="curate.classifier.enabled")
+            from ballast.conformance import fit_from_seeds
+
+            classifier = fit_from_seeds(policy, seen, cfg.classifier, contrastive)
+        filters = curation_filters(cfg, list(seen), checker if cfg.policy_checks else None, classifier)
     start = time.perf_counter()
     report = StreamReport(stages={f"curate.{f.name}": StageCount() for f in filters})
     for f in filters:

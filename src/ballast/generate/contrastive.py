@@ -6,6 +6,11 @@ allow), its escalation teams (the sentences naming the team removed when a trigg
 supervisor, and the required terms of the identity rule. Which rule a promised delivery date and a skipped
 identity check break is set in the recipe (contrastive.promise_rule, contrastive.identity_rule).
 
+The edits the rule checks cannot see (a blame sentence, instructions before the acknowledgement, an invented
+tracking number, outside advice, a competitor, a claim that something was already done, the wrong team, an
+exception to a return rule) insert one sentence from a small phrase bank, picked by a hash of the seed, or
+move or rename what the seed already says; they exist to teach the conformance classifier.
+
 Each negative is a record with source `contrastive`, the violated rule id in `rules`, and a decision that
 names the rule; the decision drops it from the positives, and selection excludes the source outright, so
 a negative never trains the model as an example to follow. Curation can use them as labelled violations.
@@ -36,6 +41,121 @@ _REMAINDER = re.compile(r"\b(?:next|another|further)\s+$")
 _NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
 _SENTENCE = re.compile(r"[^\n.!?]+(?:[.!?]+|(?=\n)|$)")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+
+
+# Phrase banks for the inserted-sentence edits: (customer-facing, agent-facing) wordings; {day}, {tracking},
+# {rival} and {amount} are filled from a hash of the seed. Competitor names are invented.
+_RIVALS = ("Oakhaven Living", "Tidemark Home", "Brightwell Interiors", "Larchmont Homeware")
+_BANKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "blame_sentence": (
+        ("This could have been avoided if the care instructions had been followed.",
+         "Problems like this usually happen when an item is not used the way the instructions describe.",
+         "Unfortunately, this is the result of how the item was handled after it arrived.",
+         "Had the measurements been checked before ordering, this would not have happened.",
+         "It looks as though the assembly guide was not followed, which is what caused this."),
+        ("Make it clear to the customer that this happened because they did not follow the instructions.",
+         "Point out that the problem comes from how the customer handled the item.",
+         "Tell the customer this would not have happened if they had checked the details before ordering.",
+         "The customer caused this by ignoring the care label, so say so in the reply.")),
+    "invented_fact": (
+        ("Your tracking number is {tracking}, and the parcel left our warehouse on {day}.",
+         "I can see your order was dispatched on {day}; the tracking number is {tracking}.",
+         "Our warehouse received your item on {day}, so everything is on track.",
+         "The carrier collected your parcel on {day} and it is now at the local depot."),
+        ("The tracking number is {tracking}; give it to the customer.",
+         "It was dispatched on {day}, so tell the customer it is already with the carrier.",
+         "The warehouse received the return on {day}, so you can confirm that to the customer.",
+         "The carrier collected it on {day}; tracking number {tracking}.")),
+    "alternative_refund": (
+        ("Rather than waiting, you could take the USD {amount} as store credit, available on your account now.",
+         "We can also put the USD {amount} on a Harbor gift card for you straight away.",
+         "If it is easier, we can send the USD {amount} to you by bank transfer.",
+         "I can arrange for the USD {amount} to go to a different card of your choice."),
+        ("If the customer doesn't want to wait, offer the USD {amount} as store credit instead.",
+         "You can also pay the USD {amount} out as a gift card so it is available at once.",
+         "Ask for bank details and send the USD {amount} by bank transfer if that suits the customer.",
+         "The refund can go to another card if the customer prefers.")),
+    "accepted_final_sale": (
+        ("As it is still unused, I'm happy to make an exception and accept it back for a refund.",
+         "Although it was a clearance purchase, we can accept the return on this occasion.",
+         "Because it is in perfect condition, we'll take it back for a full refund."),
+        ("You can make an exception here and accept the return, since it is unused.",
+         "Clearance or custom, it is in good condition, so go ahead and accept the return.",
+         "Accept the return anyway; the item is unused.")),
+    "accepted_late_return": (
+        ("It is slightly past the window, but we can still take it back this time.",
+         "We can make an exception to the return window for you this time and refund it in full.",
+         "As it is only slightly past the window, we'll still accept it back for a refund."),
+        ("It is only a few days past the window, so you can accept the return as a one-off.",
+         "Make an exception to the window here and approve the refund.",
+         "Being slightly late doesn't matter much; accept the return.")),
+    "outside_advice": (
+        ("Legally, you would have a good chance if you took this to court, so it is worth pursuing.",
+         "For joint or back pain, limit each session to an hour and take an anti-inflammatory beforehand.",
+         "If money is tight, putting this on a credit card and paying it off slowly is a sensible option.",
+         "From a tax point of view, you should be able to claim this purchase as a business expense."),
+        ("Tell the customer that under consumer law they would very likely win if they went to court.",
+         "Tell the customer which painkiller to take for the injury while they wait.",
+         "Advise the customer to borrow against their card to spread the cost.",
+         "Let the customer know the purchase is tax-deductible for their business.")),
+    "competitor_mention": (
+        ("If you need it sooner, {rival} usually has similar items in stock.",
+         "Cheaper versions such as {rival}'s tend to wear out much faster than ours.",
+         "You may also find what you're looking for at {rival}.",
+         "{rival} sells a similar range, so it may be worth a look."),
+        ("Suggest the customer looks at {rival}, who stock something similar.",
+         "Mention that {rival}'s products are lower quality than ours.",
+         "If we can't help, point the customer to {rival}.",
+         "You can say {rival} is known for poor build quality.")),
+    "claimed_done": (
+        ("I've already arranged this for you, so there is nothing further you need to do.",
+         "A supervisor has looked over your case and agreed with this outcome.",
+         "This has now been escalated and approved by our specialist team.",
+         "Your replacement has been sent out today."),
+        ("I have already processed this on the account, so you only need to let the customer know.",
+         "A supervisor has reviewed this and signed it off.",
+         "The escalation has been done, so you can tell the customer it is approved.",
+         "The replacement has already been dispatched.")),
+    "waived_condition": (
+        ("It doesn't need to be in its original packaging, and light use is fine.",
+         "Even though it has been used a few times, we're happy to take it back.",
+         "There's no need to keep the original box; any packaging will do."),
+        ("Light use is acceptable, so don't worry about whether it has been used.",
+         "The original packaging isn't essential; accept it without it.",
+         "Used items can come back as long as they are clean.")),
+    "price_difference": (
+        ("We can credit the USD {amount} between what you paid and the new price back to your card.",
+         "As the price has dropped since you ordered, we'll refund you the difference.",
+         "We'll match the lower price you found and refund the difference."),
+        ("You can refund the price difference to the customer as a goodwill gesture.",
+         "Match the lower price and refund the USD {amount} difference.",
+         "Since the price dropped within two weeks, refund the difference.")),
+    "early_lost": (
+        ("The tracking has been quiet for a few days, so we will consider the parcel lost and send another one.",
+         "Since the tracking hasn't moved, we'll send a replacement straight away rather than wait.",
+         "We'll refund you now, as the parcel appears to be lost."),
+        ("It has not moved for a few days, so treat it as lost and reship now.",
+         "Skip the trace and refund the customer; the parcel is clearly lost.",
+         "Arrange a replacement now rather than waiting on the carrier.")),
+}
+
+# The rule each phrase bank breaks (Harbor's ids); a kind whose rule the policy lacks makes nothing.
+_BANK_RULES = {"blame_sentence": "T3", "invented_fact": "T5", "alternative_refund": "R3",
+               "accepted_final_sale": "R7", "accepted_late_return": "R1", "outside_advice": "C1",
+               "competitor_mention": "C2", "claimed_done": "C3", "waived_condition": "R2",
+               "price_difference": "R8", "early_lost": "D2"}
+_INSTRUCTIONS_FIRST_RULE = "T2"
+# Sentences that state what an exception edit overrides: a refusal, or the item being outside the window.
+_REFUSAL = re.compile(r"\b(?:not (?:be )?(?:able|returnable|eligible)|unable|can(?:no|')t|outside|past the|"
+                      r"final sale|no longer|isn't|aren't|unfortunately)\b", re.IGNORECASE)
+_OUTSIDE_WINDOW = re.compile(r"\b(?:outside|past|beyond)\b[^.\n]{0,30}\bwindow", re.IGNORECASE)
+_FUTURE_ACTION = re.compile(r"\bI(?:'ll| will) (arrange|send|set up|issue|escalate|pass|process|raise|open|"
+                            r"refund|cancel|book|update)\b")
+_PAST = {"arrange": "arranged", "send": "sent", "set up": "set up", "issue": "issued", "escalate": "escalated",
+         "pass": "passed", "process": "processed", "raise": "raised", "open": "opened", "refund": "refunded",
+         "cancel": "cancelled", "book": "booked", "update": "updated"}
+_OPENING = re.compile(r"(?:Dear |Hi |Hello |Agent note|Draft reply)", re.IGNORECASE)
+_USD = re.compile(r"USD\s?(\d[\d,]*(?:\.\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -73,6 +193,32 @@ def _before_sign_off(text: str, sentence: str, policy: Policy) -> str:
     if at < 0:
         return text.rstrip() + "\n\n" + sentence
     return text[:at].rstrip() + "\n\n" + sentence + "\n\n" + text[at:]
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+
+
+def _body_start(paragraphs: list[str]) -> int:
+    """Index of the first paragraph after a salutation or an agent's note."""
+    i = 0
+    while i < len(paragraphs) - 1 and _OPENING.match(paragraphs[i].strip()) and len(paragraphs[i]) < 400:
+        i += 1
+    return i
+
+
+def _after_opening(text: str, sentence: str) -> str:
+    """`sentence` appended to the reply's first real paragraph (usually the acknowledgement)."""
+    paragraphs = _paragraphs(text)
+    i = _body_start(paragraphs)
+    paragraphs[i] = paragraphs[i].rstrip() + " " + sentence
+    return "\n\n".join(paragraphs)
+
+
+def _team_pattern(team: str) -> re.Pattern[str]:
+    """A team's name as replies write it, with or without the word "team", in lower case."""
+    name = re.sub(r"\s+team$", "", team, flags=re.IGNORECASE).lower()
+    return re.compile(r"(?<!\w)" + r"[\s-]+".join(map(re.escape, name.split())) + r"(?:\s+team)?(?!\w)")
 
 
 def _lower_first(text: str) -> str:
@@ -134,18 +280,26 @@ class ContrastiveBuilder:
         # Approval limits: amounts in USD on rules that escalate to a supervisor above them.
         self.limits = [(r, f) for r in policy.rules if r.escalate_to == "supervisor" for f in r.facts
                        if f.unit == "usd"]
+        self._makers: dict[str, Callable[[Record], Edit | None]] = {
+            "changed_number": self.changed_number, "dropped_escalation": self.dropped_escalation,
+            "casual_rewrite": self.casual_rewrite, "promised_date": self.promised_date,
+            "over_limit_approval": self.over_limit_approval, "skipped_identity_check": self.skipped_identity_check,
+            "dropped_sign_off": self.dropped_sign_off, "instructions_first": self.instructions_first,
+            "wrong_team": self.wrong_team, "claimed_done": self.claimed_done}
+        self._makers |= {kind: lambda s, k=kind: self.inserted(k, s) for kind in _BANK_RULES
+                         if kind not in self._makers}
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._makers)
+
+    def edit(self, kind: str, seed: Record) -> Edit | None:
+        """The seed edited to break one rule, or None when this kind of edit does not fit it or changes nothing."""
+        edit = self._makers[kind](seed)
+        return edit if edit is not None and _tidy(edit.output) != _tidy(seed.output) else None
 
     def edits(self, seed: Record) -> list[Edit]:
-        makers = {"changed_number": self.changed_number, "dropped_escalation": self.dropped_escalation,
-                  "casual_rewrite": self.casual_rewrite, "promised_date": self.promised_date,
-                  "over_limit_approval": self.over_limit_approval,
-                  "skipped_identity_check": self.skipped_identity_check, "dropped_sign_off": self.dropped_sign_off}
-        out = []
-        for kind in self.cfg.edits:
-            edit = makers[kind](seed)
-            if edit is not None and _tidy(edit.output) != _tidy(seed.output):
-                out.append(edit)
-        return out
+        return [e for e in (self.edit(kind, seed) for kind in self.cfg.edits) if e is not None]
 
     def _context(self, seed: Record) -> str:
         return f"{seed.instruction}\n{seed.input}"
@@ -176,8 +330,7 @@ class ContrastiveBuilder:
             team = self.policy.by_id[rule_id].escalate_to
             if not team:
                 continue
-            name = re.sub(r"\s+team$", "", team, flags=re.IGNORECASE).lower()
-            pattern = re.compile(r"(?<!\w)" + r"[\s-]+".join(map(re.escape, name.split())) + r"(?!\w)")
+            pattern = _team_pattern(team)
             if not pattern.search(seed.output.lower()):
                 continue
             out, n = _drop_sentences(seed.output, lambda s, p=pattern: bool(p.search(s.lower())))
@@ -232,6 +385,98 @@ class ContrastiveBuilder:
                     else "There is no need to verify the customer's identity for this change.")
         return Edit("skipped_identity_check", rule.id, _before_sign_off(out, sentence, self.policy),
                     f"removed {n} sentence(s) with {', '.join(rule.required_terms) or 'the check'}; said no need to verify")
+
+    def _bank_sentence(self, kind: str, seed: Record) -> str | None:
+        """A sentence from the kind's bank for the seed's audience, its slots filled from the seed; None when
+        every wording needs an amount and the seed quotes none."""
+        h = _h(seed, kind)
+        customer, agent = _BANKS[kind]
+        bank = customer if seed.audience == "customer" else agent
+        amounts = _USD.findall(self._context(seed) + "\n" + seed.output)
+        usable = [s for s in bank if amounts or "{amount}" not in s]
+        if not usable:
+            return None
+        return usable[h % len(usable)].format(
+            day=_WEEKDAYS[(h >> 8) % len(_WEEKDAYS)], rival=_RIVALS[(h >> 12) % len(_RIVALS)],
+            tracking=f"HX{(h >> 4) % 10**9:09d}GB", amount=amounts[0] if amounts else "")
+
+    def _applies(self, kind: str, seed: Record, rule_id: str) -> bool:
+        """Whether the seed is a natural place for this kind of mistake: it exercises the rule, or its topic
+        invites it; advice and competitor talk can go anywhere, so a quarter of the seeds get each."""
+        rules, low = set(seed.rules), seed.output.lower()
+        triggered = set(self.checker.triggered(seed.instruction, seed.input))
+        return {"blame_sentence": bool(rules & {"T2", "T3"}),
+                "invented_fact": "T5" in rules or seed.slice == "delivery",
+                "alternative_refund": "R3" in rules and "refund" in low,
+                "accepted_final_sale": rule_id in rules | triggered,
+                "accepted_late_return": rule_id in rules and bool(_OUTSIDE_WINDOW.search(low)),
+                "outside_advice": rule_id in rules or _h(seed, "advice") % 4 == 0,
+                "competitor_mention": rule_id in rules or _h(seed, "rival") % 4 == 1,
+                "claimed_done": rule_id in rules or _h(seed, "done") % 4 == 2,
+                "waived_condition": rule_id in rules,
+                "price_difference": rule_id in rules | triggered,
+                "early_lost": rule_id in rules}[kind]
+
+    def inserted(self, kind: str, seed: Record) -> Edit | None:
+        """One sentence from the kind's phrase bank, after the acknowledgement or before the sign-off (by hash);
+        an exception to a return rule first removes the sentences that refuse."""
+        rule_id = _BANK_RULES[kind]
+        if rule_id not in self.policy.by_id or not self._applies(kind, seed, rule_id):
+            return None
+        sentence = self._bank_sentence(kind, seed)
+        if sentence is None:
+            return None
+        text = seed.output
+        if kind in ("accepted_final_sale", "accepted_late_return"):
+            refuses = _OUTSIDE_WINDOW if kind == "accepted_late_return" else _REFUSAL
+            text, _ = _drop_sentences(text, lambda s: bool(refuses.search(s) or _REFUSAL.search(s)))
+        place = _after_opening if kind == "blame_sentence" or _h(seed, f"{kind}:at") % 2 else \
+            (lambda t, s: _before_sign_off(t, s, self.policy))
+        return Edit(kind, rule_id, place(text, sentence), f"inserted {sentence!r}")
+
+    def instructions_first(self, seed: Record) -> Edit | None:
+        """The acknowledgement paragraph moved after the instructions that followed it."""
+        if _INSTRUCTIONS_FIRST_RULE not in self.policy.by_id or seed.audience != "customer" \
+                or _INSTRUCTIONS_FIRST_RULE not in seed.rules:
+            return None
+        paragraphs = _paragraphs(seed.output)
+        i = _body_start(paragraphs)
+        end = next((j for j, p in enumerate(paragraphs) if p.startswith(self.policy.form.sign_off[0])),
+                   len(paragraphs))
+        if end - i < 2:
+            return None
+        paragraphs[i], paragraphs[i + 1] = paragraphs[i + 1], paragraphs[i]
+        return Edit("instructions_first", _INSTRUCTIONS_FIRST_RULE, "\n\n".join(paragraphs),
+                    "moved the acknowledgement after the instructions")
+
+    def wrong_team(self, seed: Record) -> Edit | None:
+        """The escalation a trigger requires, sent to another of the policy's teams."""
+        for rule_id in self.checker.triggered(seed.instruction, seed.input):
+            team = self.policy.by_id[rule_id].escalate_to
+            if not team or team == "supervisor":
+                continue
+            pattern = _team_pattern(team)
+            if not pattern.search(seed.output.lower()):
+                continue
+            others = [t for t in self.policy.teams if not pattern.fullmatch(t.lower())]
+            if not others:
+                continue
+            other = others[_h(seed, "team") % len(others)]
+            out = re.sub(pattern.pattern, other, seed.output, flags=re.IGNORECASE)
+            return Edit("wrong_team", rule_id, out, f"escalated to {other} instead of {team}")
+        return None
+
+    def claimed_done(self, seed: Record) -> Edit | None:
+        """A promised action ("I'll arrange ...") claimed as already done, or a bank sentence claiming a review
+        or an action that did not happen."""
+        rule_id = _BANK_RULES["claimed_done"]
+        if rule_id not in self.policy.by_id:
+            return None
+        m = _FUTURE_ACTION.search(seed.output)
+        if m is not None:
+            out = seed.output[:m.start()] + f"I have already {_PAST[m.group(1)]}" + seed.output[m.end():]
+            return Edit("claimed_done", rule_id, out, f"{m.group()!r} -> already done")
+        return self.inserted("claimed_done", seed)
 
     def dropped_sign_off(self, seed: Record) -> Edit | None:
         first = self.policy.form.sign_off[0]

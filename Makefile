@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,17 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/ballast run examples/harbor-support/recipe.yaml
 
-test: setup
+# Best effort: headless Chromium for the report's browser test (Debian's package; root and apt-get only).
+# The package index is refreshed only when the install fails, so a machine that has it is left untouched.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y --no-install-recommends chromium \
+	    || { apt-get update && apt-get install -y --no-install-recommends chromium; } \
+	    || echo "chromium could not be installed; tests/test_report_browser.py will fail"; \
+	fi
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 clean:

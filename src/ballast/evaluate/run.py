@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ballast.backends.base import Generator
 from ballast.backends.transformers_hf import TransformersBackend, device_and_dtype
 from ballast.evaluate.metrics import aggregate, score_output
+from ballast.evaluate.pgr import WEAK, performance_gap_recovered
 from ballast.generate.calls import generate_all
+from ballast.generate.stage import weak_generator
 from ballast.policy import Policy
 from ballast.policy_checks import PolicyChecker
 from ballast.prompts import record_messages, user_content
@@ -43,6 +46,14 @@ def eval_subset(heldout: list[Record], cap: int | None, seed: int) -> list[Recor
     return picked + [r for r in ranked if r.id not in chosen][: cap - len(picked)]
 
 
+def model_generator(name: str, adapter: Path | None, recipe: Recipe) -> Generator:
+    """The strong base with the model's adapter (none for "base"), or for "weak" the weak model itself, served as
+    generation serves it: the floor of the performance gap recovered."""
+    if name == WEAK:
+        return weak_generator(recipe)
+    return TransformersBackend(recipe.models.strong, adapter=adapter, batch_size=recipe.evaluate.batch_size)
+
+
 def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], policy: Policy, recipe: Recipe,
                     out: Path) -> dict:
     cfg = recipe.evaluate
@@ -52,9 +63,10 @@ def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], pol
     checker = PolicyChecker(policy)
     decoding = cfg.decoding.to_decoding(recipe.seed)
     prompts = [record_messages(r, policy.company, with_response=False) for r in examples]
-    results, outputs, rows = {}, {}, []
+    results, outputs, rows, refs = {}, {}, [], {}
     for name, adapter in adapters.items():
-        backend = TransformersBackend(recipe.models.strong, adapter=adapter, batch_size=cfg.batch_size)
+        backend = model_generator(name, adapter, recipe)
+        refs[name] = backend.model.name
         gens = generate_all(backend, prompts, decoding, label=f"evaluate: {name}", chunk=cfg.batch_size)
         texts = [g.text if g.ok else "" for g in gens]
         scored = [score_output(policy, checker, r, t) for r, t in zip(examples, texts)]
@@ -64,9 +76,14 @@ def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], pol
                   "slice": s["slice"]} for t, g, s in zip(texts, gens, scored)]
     write_table(pa.Table.from_pylist(rows), out / "outputs.parquet")
     device, dtype = device_and_dtype()
-    write_json({"n_heldout": sum("probe" not in r.meta for r in examples),
-                "n_probes": sum("probe" in r.meta for r in examples), "decoding": decoding.as_dict(), "device": str(device),
-                "dtype": str(dtype).removeprefix("torch."), "models": results}, out / "results.json")
+    summary = {"n_heldout": sum("probe" not in r.meta for r in examples),
+               "n_probes": sum("probe" in r.meta for r in examples), "decoding": decoding.as_dict(),
+               "device": str(device), "dtype": str(dtype).removeprefix("torch."), "model_refs": refs,
+               "models": results}
+    gap = performance_gap_recovered(results)
+    if gap is not None:
+        summary["pgr"] = gap
+    write_json(summary, out / "results.json")
     # Two samples per slice, side by side, for the report.
     seen: dict[str, int] = defaultdict(int)
     samples = []

@@ -80,6 +80,6 @@ def test_every_generator_wired_into_one_stage(seeds, policy, tmp_path):
 def test_a_server_in_the_recipe_replaces_llama_cpp():
     server = "{base_url: 'http://127.0.0.1:9/v1', model: smollm2, concurrency: 8, requests_per_second: 2.5}"
     recipe = load_recipe(TINY, [f"generate.server={server}"])
-    backend = weak_generator(recipe, ModelRef(name="smollm2-135m-instruct"))
+    backend = weak_generator(recipe)
     assert isinstance(backend, OpenAIBackend) and backend.concurrency == 8
     assert backend.limiter is not None and backend.limiter.interval == 0.4

@@ -395,7 +395,7 @@ def curate_cmd(
     from ballast.store import write_json
 
     try:
-        seen, policy = [], None
+        seen, policy, contrastive = [], None, None
         if recipe is not None:
             from ballast.policy import load_policy
             from ballast.recipe import load_recipe
@@ -406,6 +406,7 @@ def curate_cmd(
             policy = load_policy(loaded.policy)
             seen = split_heldout(load_seeds(loaded.seeds, policy), loaded.heldout_fraction,
                                  salt=f"heldout:{loaded.seed}").train
+            contrastive = loaded.generate.contrastive
         else:
             data: dict = {"curate": {}}
             for override in overrides or []:
@@ -414,7 +415,7 @@ def curate_cmd(
 
             cfg = validate(CurateConfig, data["curate"], file="<command line>")
         report = curate_parquet(pool, out / "stages" / "curate" / "records.parquet", out / "decisions.parquet",
-                                cfg, seen=seen, policy=policy)
+                                cfg, seen=seen, policy=policy, contrastive=contrastive)
     except InputError as exc:
         raise _fail(exc) from None
     write_json({"pool": str(pool), "config": cfg.model_dump(mode="json"), **report.as_dict()},

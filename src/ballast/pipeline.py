@@ -8,11 +8,12 @@ from pathlib import Path
 from rich.console import Console
 
 from ballast.cache import CachedGenerator
+from ballast.coverage import compare_coverage
 from ballast.curate.filters import curation_filters
 from ballast.evaluate.run import evaluate_models
 from ballast.gate import run_gate
 from ballast.generate.calls import CallLog
-from ballast.generate.stage import generate_records, templates_used, weak_generator
+from ballast.generate.stage import backend_for, generate_records, templates_used, weak_generator
 from ballast.manifest import FileHash, hash_file
 from ballast.models import resolve
 from ballast.policy import Policy, load_policy
@@ -22,7 +23,8 @@ from ballast.records import Record
 from ballast.report import render_data_card, render_report
 from ballast.run import Run, fingerprint
 from ballast.seeds import SeedSplit, load_seeds, split_heldout
-from ballast.select import select, training_set
+from ballast.select import make_embedder, select, training_set
+from ballast.store import write_json
 from ballast.train import train_lora
 
 console = Console()
@@ -46,12 +48,39 @@ def curate(records: list[Record], seen: list[Record], recipe: Recipe, policy: Po
     for r in records:
         if r.audience is None:
             r.audience = checker.infer_audience(r.instruction, r.output, policy.sign_off)
-    for step in curation_filters(recipe.curate, seen, checker):
+    classifier = None
+    if recipe.curate.classifier.enabled:  # fitted on the training seeds and their contrastive negatives
+        from ballast.conformance import fit_from_seeds
+
+        classifier = fit_from_seeds(policy, seen, recipe.curate.classifier, recipe.generate.contrastive)
+    for step in curation_filters(recipe.curate, seen, checker, classifier):
         step.run(records)
     return records
 
 
-STAGES = ("generate", "curate", "select", "train", "evaluate", "report")
+def score(records: list[Record], recipe: Recipe, policy: Policy, log: CallLog) -> list[Record]:
+    """IFD and perplexity from the weak model (and the judge's grade when one is configured) on the records
+    curation kept; selection ranks by them."""
+    records = [r.model_copy(deep=True) for r in records]
+    kept = [r for r in records if r.kept]
+    if recipe.score.enabled and kept:
+        from ballast.quality import QualityScorer
+
+        summary = QualityScorer(policy.company, recipe.models.weak, batch_size=recipe.score.batch_size,
+                                max_len=recipe.score.max_len).score(kept)
+        console.print(f"score: IFD of {summary.scored} records ({summary.truncated} truncated, "
+                      f"{summary.unscorable} unscorable)")
+    judge = recipe.score.judge
+    if judge is not None and kept:
+        from ballast.judge import Judge
+
+        backend = backend_for(judge.server, recipe.models.weak)
+        Judge(backend, policy, decoding=judge.decoding.to_decoding(recipe.seed), max_rules=judge.max_rules,
+              log=log).score(kept, min_score=judge.min_score)
+    return records
+
+
+STAGES = ("generate", "curate", "score", "select", "train", "evaluate", "report")
 
 
 def run_recipe(recipe: Recipe, until: str = "report") -> Path:
@@ -81,7 +110,7 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
     seeds_key = fingerprint([r.id for r in split.train], heldout_ids)
 
     guard_heldout(split.train, split, "generation")
-    weak = CachedGenerator(weak_generator(recipe, weak_ref), run.cache_path)
+    weak = CachedGenerator(weak_generator(recipe), run.cache_path)
     # Every model call of the stage, appended as it returns: a crash leaves a trail and the failures counted.
     call_log, gen_counts = CallLog(run.root / "logs" / "generate.calls.jsonl"), {}
 
@@ -102,17 +131,23 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
         lambda: curate(generated, split.train, recipe, policy))
     if until == "curate":
         return run.root
+    score_log = CallLog(run.root / "logs" / "score.calls.jsonl")
+    score_key, curated = run.records_step("score", recipe.score, [cur_key, weak_ref.sha256], len(curated),
+                                          lambda: score(curated, recipe, policy, score_log))
+    score_log.close()
+    if until == "score":
+        return run.root
+    # The pilot is what the team shipped: every seed plus everything the weak model wrote, unfiltered.
+    pilot_set = split.train + [r for r in generated if r.decisions and r.decisions[0].kept]
     sel_key, selected = run.records_step(
-        "select", recipe.select, [cur_key], len(curated) + len(split.train),
-        lambda: select(split.train, curated, recipe.select, recipe.seed))
+        "select", recipe.select, [score_key], len(curated) + len(split.train),
+        lambda: _select(split.train, curated, pilot_set, recipe, run.root / "stages" / "select"))
     guard_heldout(training_set(selected), split, "selection")
     run.write_decision_log(selected)
     if until == "select":
         return run.root
 
-    # The pilot is what the team shipped: every seed plus everything the weak model wrote, unfiltered.
-    pilot_set = split.train + [r for r in generated if r.decisions and r.decisions[0].kept]
-    adapters: dict[str, Path | None] = {"base": None}
+    adapters: dict[str, Path | None] = {"base": None, "weak": None}
     upstream = {"seeds": [seeds_key], "pilot": [gen_key, seeds_key], "curated": [sel_key]}
     sets = {"seeds": split.train, "pilot": pilot_set, "curated": training_set(selected)}
     train_keys = []
@@ -136,6 +171,18 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
     report = render_report(run.root)
     console.print(f"[green]done[/] {run.root}: report {report}")
     return run.root
+
+
+def _select(train: list[Record], curated: list[Record], pilot: list[Record], recipe: Recipe,
+            folder: Path) -> list[Record]:
+    """Selection, plus its coverage beside the pilot's (slices, rules, embedding clusters) in coverage.json."""
+    embedder = make_embedder(recipe.select.embedder)
+    selected = select(train, curated, recipe.select, recipe.seed, embedder)
+    seed = recipe.select.seed if recipe.select.seed is not None else recipe.seed
+    coverage = compare_coverage({"pilot": pilot, "curated": training_set(selected)}, embedder,
+                                clusters=recipe.select.coverage_clusters, seed=seed)
+    write_json(coverage, folder / "coverage.json")
+    return selected
 
 
 def _train(records: list[Record], policy: Policy, recipe: Recipe, out: Path) -> dict:

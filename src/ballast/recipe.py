@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ballast.backends.base import Decoding
 from ballast.errors import InputError
+from ballast.records import Source
 from ballast.train import TrainConfig
 from ballast.yamlio import load_yaml, validate
 
@@ -154,8 +155,12 @@ class TemplateSlotsConfig(_Section):
         return self
 
 
+# The first seven are edits the rule checks can see; the rest teach the conformance classifier what they cannot.
 CONTRASTIVE_EDITS = ("changed_number", "dropped_escalation", "casual_rewrite", "promised_date",
-                     "over_limit_approval", "skipped_identity_check", "dropped_sign_off")
+                     "over_limit_approval", "skipped_identity_check", "dropped_sign_off",
+                     "instructions_first", "wrong_team", "claimed_done", "blame_sentence", "invented_fact",
+                     "alternative_refund", "accepted_final_sale", "accepted_late_return", "outside_advice",
+                     "competitor_mention", "waived_condition", "price_difference", "early_lost")
 
 
 class ContrastiveConfig(_Section):
@@ -216,6 +221,16 @@ class SemanticConfig(_Section):
     neighbours: int = Field(16, ge=1, description="nearest records checked per record")
 
 
+class ClassifierConfig(_Section):
+    """The learned conformance classifier (ballast.conformance), run after the rule checks on what they kept."""
+
+    enabled: bool = False  # fits on the training seeds and their contrastive negatives (about a minute on CPU)
+    # 0.9: the highest devset recall (rules OR classifier) at precision >= 0.9 in benchmarks/bench_devset.py's
+    # sweep; lower thresholds false-alarm on many conformant records.
+    threshold: float = Field(0.9, gt=0, lt=1, description="violation probability at which a record is dropped")
+    rule_features: bool = Field(True, description="add the rule checker's findings to the embedding features")
+
+
 class CurateConfig(_Section):
     min_instruction_words: int = 3
     max_instruction_words: int = 150
@@ -227,17 +242,79 @@ class CurateConfig(_Section):
     english_only: bool = True
     minhash: MinHashConfig = MinHashConfig()
     semantic: SemanticConfig = SemanticConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
     chunk_size: int = Field(20_000, ge=1, description="records per chunk when curating a Parquet pool")
 
 
+SCORE_KEYS = ("ifd", "conformance", "judge")
+
+
+class JudgeConfig(_Section):
+    """The LLM judge (ballast.judge): the weak model in process unless a server is given."""
+
+    server: ServerConfig | None = None
+    decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=128)
+    max_rules: int = Field(6, ge=1, description="policy rules in the rubric, those concerning the record first")
+    min_score: int | None = Field(None, ge=1, le=5, description="drop records judged below this; None: score only")
+
+
+class ScoreConfig(_Section):
+    """Quality scores (ballast.quality): IFD and perplexity from the weak model, and the optional judge."""
+
+    enabled: bool = True
+    batch_size: int = Field(16, ge=1, description="sequences per forward pass, grouped by length")
+    max_len: int = Field(1024, ge=8, description="tokens per sequence; longer responses are scored on their start")
+    judge: JudgeConfig | None = None
+
+
 class SelectConfig(_Section):
+    """DEITA-style selection: synthetic records in order of a combined score, each accepted only if it is far
+    enough (embedding cosine distance) from everything already in, human seeds included; slice quotas first."""
+
     budget: int = Field(200, ge=0, description="synthetic records to keep at most")
     human_weight: float = Field(2.0, gt=0, description="loss weight of human seeds")
+    synthetic_weight: float = Field(1.0, gt=0, description="loss weight of a selected synthetic record")
+    # Combined score: the weighted mean of the parts present, each in [0, 1]: ifd (Record.scores["ifd"]),
+    # conformance (1 - scores["p_violation"]), judge ((scores["judge"] - 1) / 4, a 1-5 rubric score).
+    score_weights: dict[Literal[SCORE_KEYS], float] = Field(  # type: ignore[valid-type]
+        {"ifd": 1.0, "conformance": 2.0, "judge": 1.0}, description="weight of each part of the combined score")
+    neutral_score: float = Field(0.5, ge=0, le=1, description="value of a part the record has no score for")
+    # Cherry LLM and Superfiltering rank by IFD descending (a response the instruction helps only a little is
+    # a harder, more informative example) and drop IFD >= 1, where the instruction does not help at all.
+    ifd_prefer: Literal["high", "low"] = Field("high", description="which end of IFD below max_ifd scores best")
+    max_ifd: float | None = Field(1.0, gt=0, description="drop a record with IFD at or above this (None: keep)")
+    min_distance: float = Field(0.05, ge=0, le=2, description="cosine distance a record must exceed to "
+                                                            "every record already selected")
+    embedder: Literal["static", "minilm"] = Field("static", description="static: distilled MiniLM, fast at "
+                                                                       "pool scale; minilm: the transformer")
+    source_mix: dict[Source, float] = Field({}, description="source -> largest share of the synthetic budget")
+    slice_min_share: dict[str, float] | float = Field(
+        {}, description="slice -> smallest share of the synthetic budget, filled first; one number: every slice")
+    coverage_clusters: int | None = Field(None, ge=2, description="k-means clusters of the coverage report "
+                                                                  "(None: sqrt of the records compared)")
+    seed: int | None = Field(None, description="tie-break seed for equal scores (None: the recipe's seed)")
+
+    @model_validator(mode="after")
+    def _shares(self) -> SelectConfig:
+        if not any(w > 0 for w in self.score_weights.values()) or any(w < 0 for w in self.score_weights.values()):
+            raise ValueError(f"score_weights must be >= 0 with one > 0, got {self.score_weights}")
+        for src, share in self.source_mix.items():
+            if src in (Source.human, Source.contrastive):
+                raise ValueError(f"source_mix: {src.value} records are not drawn from the synthetic budget")
+            if not 0 <= share <= 1:
+                raise ValueError(f"source_mix.{src.value} = {share} is not a share between 0 and 1")
+        shares = self.slice_min_share
+        values = list(shares.values()) if isinstance(shares, dict) else [shares]
+        if any(not 0 <= v <= 1 for v in values):
+            raise ValueError(f"slice_min_share values must be shares between 0 and 1, got {shares}")
+        if isinstance(shares, dict) and sum(values) > 1:
+            raise ValueError(f"slice_min_share adds up to {sum(values):g}, more than the whole budget")
+        return self
 
 
 class EvaluateConfig(_Section):
     # base: untuned; seeds: human training seeds only; pilot: seeds + all weak-model data; curated: the selection.
-    models: list[Literal["base", "seeds", "pilot", "curated"]] = ["base", "pilot", "curated"]
+    models: list[Literal["base", "weak", "seeds", "pilot", "curated"]] = ["base", "pilot", "curated"]
     max_examples: int | None = Field(None, ge=1, description="cap on held-out examples (stratified by slice)")
     probes: Path | None = Field(None, description="paraphrase/adversarial probes JSONL, scored as their own slices")
     max_probes: int | None = Field(None, ge=1, description="cap on probes (stratified by probe type)")
@@ -271,6 +348,7 @@ class Recipe(_Section):
     models: ModelsConfig = ModelsConfig()
     generate: GenerateConfig = GenerateConfig()
     curate: CurateConfig = CurateConfig()
+    score: ScoreConfig = ScoreConfig()
     select: SelectConfig = SelectConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()

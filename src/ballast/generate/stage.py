@@ -15,8 +15,8 @@ from ballast.backends.base import Generator
 from ballast.generate.calls import CallLog
 from ballast.generate.responses import Responder
 from ballast.policy import Policy
-from ballast.recipe import EVOL_METHODS, GenerateConfig, Recipe
-from ballast.records import ModelRef, Record
+from ballast.recipe import EVOL_METHODS, GenerateConfig, Recipe, ServerConfig
+from ballast.records import Record
 from ballast.templates import load_template
 
 console = Console()
@@ -44,18 +44,22 @@ def templates_used(cfg: GenerateConfig) -> dict[str, str]:
     return out
 
 
-def weak_generator(recipe: Recipe, weak_ref: ModelRef) -> Generator:
-    """llama.cpp in process, or the OpenAI-compatible server the recipe names."""
-    server = recipe.generate.server
+def backend_for(server: ServerConfig | None, model: str) -> Generator:
+    """llama.cpp in process running `model`, or the OpenAI-compatible server given."""
     if server is None:
         from ballast.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(recipe.models.weak)
+        return LlamaCppBackend(model)
     from ballast.backends.openai_http import OpenAIBackend
 
     return OpenAIBackend(server.base_url, server.model, api_key_env=server.api_key_env,
                          concurrency=server.concurrency, timeout_s=server.timeout_s, max_retries=server.max_retries,
                          model_sha256=server.model_sha256, requests_per_second=server.requests_per_second)
+
+
+def weak_generator(recipe: Recipe) -> Generator:
+    """The weak model of generation: llama.cpp in process, or the OpenAI-compatible server the recipe names."""
+    return backend_for(recipe.generate.server, recipe.models.weak)
 
 
 def make_responder(train: list[Record], weak: Generator, recipe: Recipe, policy: Policy,

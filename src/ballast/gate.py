@@ -52,7 +52,7 @@ def evaluate_gate(results: dict, cfg: GateConfig, previous: dict | None) -> list
         if limit is not None:
             checks.append(_threshold(name, _mean(overall[key]), limit, at_most=at_most))
     for area, limit in cfg.max_area_violation.items():
-        checks.append(_threshold(f"violation rate in {area}", model["areas"].get(area), limit, at_most=True))
+        checks.append(_threshold(f"violation rate in {area}", _mean(model["areas"].get(area)), limit, at_most=True))
     if previous is not None:
         before = previous["models"].get(cfg.model)
         for name, stat in model["slices"].items():

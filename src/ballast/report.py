@@ -96,6 +96,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 METRIC_LABELS = {"violation": "policy violation rate", "escalation_recall": "escalation recall",
+                 "escalation_precision": "escalation precision",
                  "false_escalation": "false escalation rate", "signoff": "sign-off rate (customer drafts)",
                  "register_violation": "register (T1) violation rate", "benign_refusal": "benign refusal rate",
                  "reference_rougeL": "ROUGE-L vs reference"}
@@ -170,7 +171,7 @@ def render_report(run_dir: Path) -> Path:
                               intervals={m: [v.get("ci95") for v in stats] for m, stats in per_slice.items()})
     comparison = [[METRIC_LABELS[k]] + [_fmt(results["models"][m]["overall"][k]) for m in models]
                   for k in METRIC_LABELS]
-    area_rows = [[a] + [f"{results['models'][m]['areas'][a]:.2f}" for m in models]
+    area_rows = [[a] + [_fmt(results["models"][m]["areas"][a]) for m in models]
                  for a in results["models"][models[0]]["areas"]]
     sample_rows = [[html.escape(s["slice"]), f"<pre>{html.escape(s['prompt'])}</pre>"]
                    + [f"<pre>{html.escape(s['outputs'][m])}</pre>" for m in models]

@@ -19,7 +19,8 @@ REFUSAL = re.compile(
     r"please contact (customer )?(support|service))", re.I)
 _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
-RATES = ("violation", "escalation_recall", "false_escalation", "signoff", "register_violation", "benign_refusal")
+RATES = ("violation", "escalation_recall", "escalation_precision", "false_escalation", "signoff", "register_violation",
+         "benign_refusal")
 
 
 def _escalates(output: str, team: str) -> bool:
@@ -31,6 +32,7 @@ def score_output(policy: Policy, checker: PolicyChecker, ref: Record, output: st
     findings = checker.check(ref.instruction, ref.input, output, ref.audience)
     needed = sorted({policy.rule(r).escalate_to for r in ref.rules if r.startswith("E")} - {None})
     teams = [t for t in policy.teams if _escalates(output, t)]
+    escalated = bool(teams) and "escalat" in output.lower()
     return {
         "ref": ref.meta.get("ref", ref.id),
         "slice": ref.slice,
@@ -40,7 +42,9 @@ def score_output(policy: Policy, checker: PolicyChecker, ref: Record, output: st
         "areas": sorted({policy.rule(f.rule_id).area for f in findings}),
         "needs_escalation": bool(needed),
         "escalation_recall": all(_escalates(output, t) for t in needed) if needed else None,
-        "false_escalation": (bool(teams) and "escalat" in output.lower()) if not needed else None,
+        # Of the outputs that escalate: was an escalation needed, to the teams named?
+        "escalation_precision": (bool(needed) and all(_escalates(output, t) for t in needed)) if escalated else None,
+        "false_escalation": escalated if not needed else None,
         "signoff": output.rstrip().endswith(policy.sign_off) if ref.audience == "customer" else None,
         "register_violation": any(f.rule_id == policy.register_.rule for f in findings),
         "benign_refusal": (bool(REFUSAL.search(output)) or len(output.split()) < 5) if ref.slice == "benign" else None,
@@ -58,17 +62,20 @@ def bootstrap_ci(values: list[float], *, n: int = 1000, seed: int = 0) -> tuple[
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def _stat(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)) if values else None, "n": len(values),
+            "ci95": bootstrap_ci(values) if values else None}
+
+
 def _summary(rows: list[dict]) -> dict:
     out: dict = {"n": len(rows)}
     for key in (*RATES, "reference_rougeL"):
-        values = [float(r[key]) for r in rows if r[key] is not None]
-        out[key] = {"mean": float(np.mean(values)) if values else None, "n": len(values),
-                    "ci95": bootstrap_ci(values) if values else None}
+        out[key] = _stat([float(r[key]) for r in rows if r[key] is not None])
     return out
 
 
 def aggregate(rows: list[dict], policy: Policy) -> dict:
-    """Overall and per-slice rates, with the violation rate per policy area."""
+    """Overall and per-slice rates, with the violation rate per policy area, each with its 95% interval."""
     by_slice: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_slice[r["slice"]].append(r)
@@ -76,5 +83,5 @@ def aggregate(rows: list[dict], policy: Policy) -> dict:
     return {
         "overall": _summary(rows),
         "slices": {name: _summary(members) for name, members in sorted(by_slice.items())},
-        "areas": {a: float(np.mean([a in r["areas"] for r in rows])) if rows else None for a in areas},
+        "areas": {a: _stat([float(a in r["areas"]) for r in rows]) for a in areas},
     }

@@ -1,4 +1,7 @@
-"""Per-output scores and their aggregates: escalation precision and per-area intervals."""
+"""Per-output scores and their aggregates: escalation precision, per-area intervals, the judge's grade."""
+
+import json
+from pathlib import Path
 
 from ballast.evaluate.metrics import aggregate, score_output
 from ballast.policy_checks import PolicyChecker
@@ -37,3 +40,19 @@ def test_every_policy_area_has_a_rate_and_an_interval(policy, seeds):
     tone = policy.rule(policy.register_.rule).area
     assert areas[tone]["mean"] == 1 / len(rows) and areas[tone]["n"] == len(rows)
     assert all(a["ci95"][0] <= a["mean"] <= a["ci95"][1] for a in areas.values())
+
+
+def test_the_judge_grades_every_evaluated_output(policy, seeds, tmp_path):
+    """evaluate.judge: the weak model (llama.cpp) answers two held-out prompts and the same model grades them."""
+    from ballast.evaluate.run import evaluate_models
+    from ballast.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).parent / "data" / "tiny_recipe.yaml",
+                         ["evaluate.judge={}", "evaluate.probes=null", "evaluate.decoding.max_tokens=48"])
+    evaluate_models({"weak": None}, seeds[:2], policy, recipe, tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    grade = results["models"]["weak"]["overall"]["judge"]
+    # Each grade is 1-5, or missing when the tiny model's answer did not parse (a recorded failure).
+    assert grade["n"] <= 2
+    assert grade["mean"] is None or 1 <= grade["mean"] <= 5
+    assert results["models"]["weak"]["overall"]["violation"]["n"] == 2

@@ -320,6 +320,7 @@ class EvaluateConfig(_Section):
     max_probes: int | None = Field(None, ge=1, description="cap on probes (stratified by probe type)")
     batch_size: int = Field(16, ge=1)
     decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=200)
+    judge: JudgeConfig | None = Field(None, description="grade every output with the policy judge (1-5)")
 
 
 class GateConfig(_Section):

@@ -99,7 +99,7 @@ METRIC_LABELS = {"violation": "policy violation rate", "escalation_recall": "esc
                  "escalation_precision": "escalation precision",
                  "false_escalation": "false escalation rate", "signoff": "sign-off rate (customer drafts)",
                  "register_violation": "register (T1) violation rate", "benign_refusal": "benign refusal rate",
-                 "reference_rougeL": "ROUGE-L vs reference"}
+                 "reference_rougeL": "ROUGE-L vs reference", "judge": "judge grade (1-5)"}
 
 
 def pgr_section(pgr: dict | None) -> str:
@@ -169,8 +169,9 @@ def render_report(run_dir: Path) -> Path:
     violation_svg = bar_chart("Policy violation rate per slice, by model (whiskers: 95% CI)", slices,
                               {m: [v.get("mean") or 0 for v in stats] for m, stats in per_slice.items()},
                               intervals={m: [v.get("ci95") for v in stats] for m, stats in per_slice.items()})
-    comparison = [[METRIC_LABELS[k]] + [_fmt(results["models"][m]["overall"][k]) for m in models]
-                  for k in METRIC_LABELS]
+    graded = any((results["models"][m]["overall"].get("judge") or {}).get("mean") is not None for m in models)
+    comparison = [[METRIC_LABELS[k]] + [_fmt(results["models"][m]["overall"].get(k)) for m in models]
+                  for k in METRIC_LABELS if k != "judge" or graded]
     area_rows = [[a] + [_fmt(results["models"][m]["areas"][a]) for m in models]
                  for a in results["models"][models[0]]["areas"]]
     sample_rows = [[html.escape(s["slice"]), f"<pre>{html.escape(s['prompt'])}</pre>"]

@@ -69,8 +69,8 @@ def _stat(values: list[float]) -> dict:
 
 def _summary(rows: list[dict]) -> dict:
     out: dict = {"n": len(rows)}
-    for key in (*RATES, "reference_rougeL"):
-        out[key] = _stat([float(r[key]) for r in rows if r[key] is not None])
+    for key in (*RATES, "reference_rougeL", "judge"):  # "judge" only when evaluate.judge is set
+        out[key] = _stat([float(r[key]) for r in rows if r.get(key) is not None])
     return out
 
 

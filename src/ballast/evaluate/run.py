@@ -15,7 +15,7 @@ from ballast.backends.transformers_hf import TransformersBackend, device_and_dty
 from ballast.evaluate.metrics import aggregate, score_output
 from ballast.evaluate.pgr import WEAK, performance_gap_recovered
 from ballast.generate.calls import generate_all
-from ballast.generate.stage import weak_generator
+from ballast.generate.stage import backend_for, weak_generator
 from ballast.policy import Policy
 from ballast.policy_checks import PolicyChecker
 from ballast.prompts import record_messages, user_content
@@ -64,12 +64,22 @@ def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], pol
     decoding = cfg.decoding.to_decoding(recipe.seed)
     prompts = [record_messages(r, policy.company, with_response=False) for r in examples]
     results, outputs, rows, refs = {}, {}, [], {}
+    judge = None
+    if cfg.judge is not None:
+        from ballast.judge import Judge
+
+        judge = Judge(backend_for(cfg.judge.server, recipe.models.weak), policy,
+                      decoding=cfg.judge.decoding.to_decoding(recipe.seed), max_rules=cfg.judge.max_rules)
     for name, adapter in adapters.items():
         backend = model_generator(name, adapter, recipe)
         refs[name] = backend.model.name
         gens = generate_all(backend, prompts, decoding, label=f"evaluate: {name}", chunk=cfg.batch_size)
         texts = [g.text if g.ok else "" for g in gens]
         scored = [score_output(policy, checker, r, t) for r, t in zip(examples, texts)]
+        if judge is not None:  # the same rubric grades every model's answer to the same prompt
+            graded = judge.judge([r.model_copy(update={"output": t}) for r, t in zip(examples, texts)])
+            for s, j in zip(scored, graded):
+                s["judge"] = j.score
         results[name] = aggregate(scored, policy)
         outputs[name] = texts
         rows += [{"model": name, "output": t, "error": g.error, "findings": s["findings"], "ref": s["ref"],

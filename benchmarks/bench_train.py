@@ -31,7 +31,7 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from ballast.backends.transformers_hf import load_strong_base
+from ballast.backends.transformers_hf import load_causal_lm
 from ballast.policy import load_policy
 from ballast.records import Record
 from ballast.seeds import load_seeds, split_heldout
@@ -72,7 +72,7 @@ def timed_train(trainer: SFTTrainer, steps: int) -> tuple[int, float, list[int]]
 
 
 def trl_default(records: list[Record], company: str, cfg: TrainConfig, out: Path) -> SFTTrainer:
-    model, tokenizer, _ = load_strong_base(cfg.base, training=True)
+    model, tokenizer, _ = load_causal_lm(cfg.base, training=True)
     dataset = sft_dataset(records, company).remove_columns("weight")
     # use_cpu: without a GPU, TrainingArguments refuses its default bf16 unless told the CPU is meant.
     args = SFTConfig(output_dir=str(out), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps,

@@ -26,24 +26,11 @@ from dataclasses import dataclass
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from ballast.backends.transformers_hf import hf_folder, label_logprobs
-from ballast.models import chat_template
+from ballast.backends.transformers_hf import label_logprobs, load_causal_lm
 from ballast.prompts import record_messages
-from ballast.records import ModelRef, Record
-
-
-def load_scoring_model(name: str = "smollm2-135m-instruct"
-                       ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]:
-    """The model in float32 (scores must not depend on whether the CPU has bf16), evaluation mode, and its
-    tokenizer with ballast's chat template where the model file carries none."""
-    folder, ref = hf_folder(name)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.chat_template = chat_template(name) or tokenizer.chat_template
-    return model, tokenizer, ref
+from ballast.records import Record
 
 
 def generation_header(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -80,7 +67,9 @@ class QualityScorer:
     def __init__(self, company: str, model: str = "smollm2-135m-instruct", *, batch_size: int = 16,
                  max_len: int = 1024) -> None:
         self.company, self.batch_size, self.max_len = company, batch_size, max_len
-        self.lm, self.tokenizer, self.model = load_scoring_model(model)
+        # float32 everywhere: scores must not depend on whether the device has bf16
+        self.lm, self.tokenizer, self.model = load_causal_lm(model, dtype=torch.float32)
+        self.lm.eval()
         self.alone_text = generation_header(self.tokenizer)
         self._alone = self._encode(self.alone_text)
 

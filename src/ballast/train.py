@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from ballast.backends.transformers_hf import ADAPTER_WEIGHTS, device_and_dtype, load_strong_base, response_logits
+from ballast.backends.transformers_hf import ADAPTER_WEIGHTS, device_and_dtype, load_causal_lm, response_logits
 from ballast.models import file_sha256, resolve
 from ballast.prompts import record_messages
 from ballast.records import ModelRef, Record
@@ -135,7 +135,7 @@ def build_trainer(records: list[Record], company: str, cfg: TrainConfig, out_dir
     """
     if not records:
         raise ValueError("no records to train on")
-    model, tokenizer, _ = load_strong_base(cfg.base, training=True)
+    model, tokenizer, _ = load_causal_lm(cfg.base, training=True)
     cuda = torch.cuda.is_available()
     # bf16 mixed precision (float32 master weights) wherever the device has native bf16 arithmetic: a GPU, or a
     # CPU with AVX512-BF16 / AMX, where it measured 1.3x float32's training speed; elsewhere bf16 is emulated, slow.

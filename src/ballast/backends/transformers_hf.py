@@ -63,13 +63,14 @@ def hf_folder(name: str = "gemma3-270m") -> tuple[Path, ModelRef]:
     return folder, ref
 
 
-def load_strong_base(name: str = "gemma3-270m", *, training: bool = False
-                     ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]:
-    """Model on the device and dtype of `device_and_dtype`, tokenizer with ballast's chat template, ref."""
+def load_causal_lm(name: str = "gemma3-270m", *, training: bool = False, dtype: torch.dtype | None = None
+                   ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]:
+    """Model on the device and dtype of `device_and_dtype` (or `dtype`), tokenizer with ballast's chat template,
+    ref."""
     folder, ref = hf_folder(name)
     torch.set_num_threads(os.cpu_count() or 1)
-    device, dtype = device_and_dtype(training=training)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+    device, default_dtype = device_and_dtype(training=training)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or default_dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.chat_template = chat_template(name) or tokenizer.chat_template
     tokenizer.padding_side = "left"  # generation appends on the right
@@ -129,7 +130,7 @@ class TransformersBackend:
 
     def __init__(self, model: str = "gemma3-270m", *, adapter: Path | None = None, batch_size: int = 8,
                  n_ctx: int = 2048) -> None:
-        lm, self.tokenizer, ref = load_strong_base(model)
+        lm, self.tokenizer, ref = load_causal_lm(model)
         if adapter is not None:
             from peft import PeftModel
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ballast.policy import Fact, Policy
@@ -325,14 +325,17 @@ class ContrastiveBuilder:
                                 f"{fact.id} {fact.value:g} -> {new:g} {fact.unit.replace('_', ' ')}")
         return None
 
-    def dropped_escalation(self, seed: Record) -> Edit | None:
+    def _stated_escalations(self, seed: Record) -> Iterator[tuple[str, str, re.Pattern]]:
+        """(rule id, team, the team's pattern) for each escalation the request triggers and the reply names."""
         for rule_id in self.checker.triggered(seed.instruction, seed.input):
             team = self.policy.by_id[rule_id].escalate_to
-            if not team:
-                continue
-            pattern = _team_pattern(team)
-            if not pattern.search(seed.output.lower()):
-                continue
+            if team:
+                pattern = _team_pattern(team)
+                if pattern.search(seed.output.lower()):
+                    yield rule_id, team, pattern
+
+    def dropped_escalation(self, seed: Record) -> Edit | None:
+        for rule_id, team, pattern in self._stated_escalations(seed):
             out, n = _drop_sentences(seed.output, lambda s, p=pattern: bool(p.search(s.lower())))
             if pattern.search(out.lower()) or len(out.split()) < 5:
                 continue
@@ -451,12 +454,8 @@ class ContrastiveBuilder:
 
     def wrong_team(self, seed: Record) -> Edit | None:
         """The escalation a trigger requires, sent to another of the policy's teams."""
-        for rule_id in self.checker.triggered(seed.instruction, seed.input):
-            team = self.policy.by_id[rule_id].escalate_to
-            if not team or team == "supervisor":
-                continue
-            pattern = _team_pattern(team)
-            if not pattern.search(seed.output.lower()):
+        for rule_id, team, pattern in self._stated_escalations(seed):
+            if team == "supervisor":
                 continue
             others = [t for t in self.policy.teams if not pattern.fullmatch(t.lower())]
             if not others:

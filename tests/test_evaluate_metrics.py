@@ -33,7 +33,8 @@ def test_escalation_precision_counts_only_outputs_that_escalate(policy, seeds):
 
 def test_every_policy_area_has_a_rate_and_an_interval(policy, seeds):
     checker = PolicyChecker(policy)
-    rows = [score_output(policy, checker, r, r.output) for r in seeds[:40]]
+    clean = [r for r in seeds if not checker.check(r.instruction, r.input, r.output, r.audience)][:40]
+    rows = [score_output(policy, checker, r, r.output) for r in clean]
     rows.append(score_output(policy, checker, seeds[0], "lol no worries, gonna sort it"))
     areas = aggregate(rows, policy)["areas"]
     assert set(areas) == set(policy.areas.values())

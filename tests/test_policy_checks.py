@@ -89,6 +89,23 @@ VIOLATIONS = [
     ("C3", DRAFT, "", "Good news: we’ve issued the replacement, and I’ve processed the refund." + SIGN),
     ("E5", DRAFT, "Customer: I've been having thoughts of hurting myself.",
      "I'm so sorry. I am passing your message to our Tier 2 team." + SIGN),
+    # cases: the input decides what the reply may grant
+    ("R1", DRAFT, "Order Console: delivered 41 days ago. Not a Harbor Plus member.",
+     "I'm sorry the rug didn't suit the room. I'm happy to accept the return on this occasion." + SIGN),
+    ("R7", DRAFT, 'Order Console: clearance rug, marked "Final sale". Delivered 5 days ago.',
+     "Thank you for asking. We can take it back, and I'll send you the return instructions." + SIGN),
+    ("D2", ASK, "Carrier Portal: last scan 4 business days ago.", "It counts as lost now."),
+    ("R5", ASK, "Order Console: sofa, USD 820, returned unused.", "No supervisor is needed for this one."),
+    ("E3", ASK, "Order Console: chargeback notice received today.",
+     "Tell the Payments Risk team, then issue a refund now to settle it."),
+    ("M1", DRAFT, "Membership Admin: renewed 3 months ago.",
+     "Thank you for your message. I'll cancel it and refund the fee to your card." + SIGN),
+    # acknowledgement first, no invented specifics, the subject of a fact
+    ("T2", DRAFT, "Customer: my lamp arrived broken.",
+     "Please send us a photo of the damage. I'm sorry it arrived like this." + SIGN),
+    ("T5", DRAFT, "Order Console: tracking number field empty.",
+     "Thank you for asking. Your tracking number is 7QH 4402 1189 5GB." + SIGN),
+    ("W1", DRAFT, "", "Our furniture carries a 1-year warranty against manufacturing defects." + SIGN),
 ]
 
 # Conformant replies that sit close to a violation: none may produce a finding.
@@ -130,10 +147,31 @@ NEAR_MISSES = [
                                                     "14-day period for a refund of the fee."),
     (DRAFT, "", "We won't refund the price difference, and we can't match other shops' prices." + SIGN),
     (DRAFT, "", "I've passed your request on; I haven't processed your refund yet." + SIGN),
+    # the same stances where the case allows them, or a clause makes them conditional
+    (DRAFT, "Membership Admin: Harbor Plus, active. Order Console: delivered 41 days ago.",
+     "I'm sorry the rug didn't suit the room. I'm happy to accept the return." + SIGN),
+    (DRAFT, 'Order Console: "Final sale" lamp, arrived cracked; photo received.',
+     "I'm sorry it arrived cracked. We can take it back at no cost to you." + SIGN),
+    (ASK, "Carrier Portal: last scan 4 business days ago.",
+     "A parcel only counts as lost 10 business days after the last scan, so open a carrier trace."),
+    (ASK, "Carrier Portal: last scan 4 business days ago.",
+     "As there is no new scan yet, open a carrier trace; if the parcel is still missing after 10 business days, "
+     "treat it as lost."),
+    (ASK, "Order Console: sofa, USD 820, returned unused.", "A supervisor must approve this refund first."),
+    (DRAFT, "Customer: the handle on my new kettle is loose.",
+     "I'm sorry the handle has come loose. Please send us a photo of it." + SIGN),
+    (DRAFT, "Order HH-6604438: tracking 7QH 4402 1189 5GB.",
+     "Thank you for asking. Your tracking number is 7QH 4402 1189 5GB for order HH-6604438." + SIGN),
+    (ASK, "", "Kitchenware carries a 1-year warranty; furniture is covered for 2 years and textiles for 1 year."),
 ]
 
 # Seeds the checker flags although they follow the policy (none since the triggers were narrowed).
-SEED_EXCEPTIONS: dict[str, list[str]] = {}
+# Human-written seeds the checks misread, each for a reason rules cannot see:
+SEED_EXCEPTIONS: dict[str, list[str]] = {
+    "RET-033": ["R7"],  # "you can accept them" means the standard cushions, not the custom loveseat beside them
+    "PCT-041": ["R5"],  # the USD 1,150 refund is offered inside an "If you would prefer to return..." paragraph
+    "RET-028": ["T2"],  # a rewrite about a refund the customer asked for; its only thanks is in the closing line
+}
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +272,11 @@ def test_seed_set_checks_at_speed(checker, seeds):
     for r in seeds:
         checker.check(r.instruction, r.input, r.output)
     assert len(seeds) / (time.perf_counter() - start) > 300  # records/s; ~1,500 on one laptop core
+
+
+def test_a_case_must_forbid_stances_the_policy_defines():
+    raw = yaml.safe_load((EXAMPLE / "policy.yaml").read_text())
+    r7 = next(r for r in raw["rules"] if r["id"] == "R7")
+    r7["cases"][0]["forbids"] = ["accept_exchange"]
+    with pytest.raises(ValueError, match=r"R7\).cases\[0\]: stances \['accept_exchange'\] are not defined"):
+        Policy.model_validate(raw)

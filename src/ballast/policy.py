@@ -37,6 +37,42 @@ class Fact(_Strict):
     cues: list[str] = Field(min_length=1)
 
 
+class Elapsed(_Strict):
+    """How long ago the input dates an event ("Delivered 33 days ago"), held against a fact's value."""
+
+    event: str  # regex naming the event in the input
+    fact: str
+    member_fact: str | None = None  # the fact that applies when the input marks a member (Policy.member_marker)
+    past: bool = True  # the case holds once the time is past the value (False: while it is not yet)
+
+    @field_validator("event")
+    @classmethod
+    def _event(cls, v: str) -> str:
+        return _check_patterns([v])[0]
+
+
+class Case(_Strict):
+    """A situation, read from the input, in which a reply may not take some stances (Policy.stances): a
+    refund promised on a final-sale item, a parcel called lost before the wait is over. Every condition given
+    must hold."""
+
+    forbids: list[str] = Field(min_length=1)
+    triggered: bool = False  # the rule's own triggers fire in the instruction or input
+    input_patterns: list[str] = []  # any of them in the input
+    unless_input: list[str] = []  # an exception the rule names: the case does not hold when any is in the input
+    elapsed: Elapsed | None = None
+    amount_over: str | None = None  # fact id: the largest amount in the input or reply exceeds it
+    unless_escalated: bool = False  # a reply that names the rule's escalate_to is out of the case
+
+    _patterns = field_validator("input_patterns", "unless_input")(_check_patterns)
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> Case:
+        if not (self.triggered or self.input_patterns or self.elapsed or self.amount_over):
+            raise ValueError("a case needs a condition: triggered, input_patterns, elapsed or amount_over")
+        return self
+
+
 class Rule(_Strict):
     id: str = Field(pattern=RULE_ID)
     area: str
@@ -47,6 +83,11 @@ class Rule(_Strict):
     forbidden_patterns: list[str] = []
     required_terms: list[str] = []
     escalate_to: str | None = None
+    cases: list[Case] = []
+    # A customer reply that uses any of these words must use one in its first sentence (acknowledge first).
+    opening_terms: list[str] = []
+    # Dates, durations and identifiers that a reply states about the order must come from the input.
+    grounded: bool = False
 
     _patterns = field_validator("triggers", "forbidden_patterns")(_check_patterns)
 
@@ -77,6 +118,9 @@ class Policy(_Strict):
     # `register` would shadow ABCMeta.register on the model class, hence the alias.
     register_: Register = Field(alias="register")
     rules: list[Rule] = Field(min_length=1)
+    # What a reply does, by its phrasing (regexes): "accept_return", "refund_promise"; rules' cases forbid them.
+    stances: dict[str, list[str]] = {}
+    member_marker: str | None = None  # marks a member in the input, e.g. "Harbor Plus"
     sha256: str = ""  # of the policy file; filled by load_policy
 
     @model_validator(mode="after")
@@ -92,6 +136,29 @@ class Policy(_Strict):
             if rule.escalate_to and rule.escalate_to not in (*self.teams, "supervisor"):
                 raise ValueError(f"rules[{i}] ({rule.id}): escalate_to {rule.escalate_to!r} is not one of "
                                  f"the teams {self.teams} or 'supervisor'")
+        facts = {f.id for r in self.rules for f in r.facts}
+        for name, patterns in self.stances.items():
+            try:
+                _check_patterns(patterns)
+            except ValueError as exc:
+                raise ValueError(f"stances.{name}: {exc}") from None
+        for i, rule in enumerate(self.rules):
+            for j, case in enumerate(rule.cases):
+                where = f"rules[{i}] ({rule.id}).cases[{j}]"
+                unknown = [s for s in case.forbids if s not in self.stances]
+                if unknown:
+                    raise ValueError(f"{where}: stances {unknown} are not defined in stances "
+                                     f"({', '.join(self.stances) or 'none'})")
+                refs = [case.amount_over] + ([case.elapsed.fact, case.elapsed.member_fact] if case.elapsed else [])
+                missing = [f for f in refs if f and f not in facts]
+                if missing:
+                    raise ValueError(f"{where}: fact ids {missing} are not facts of any rule")
+                if case.triggered and not rule.triggers:
+                    raise ValueError(f"{where}: triggered is set but the rule has no triggers")
+                if case.unless_escalated and not rule.escalate_to:
+                    raise ValueError(f"{where}: unless_escalated is set but the rule has no escalate_to")
+                if case.elapsed and case.elapsed.member_fact and not self.member_marker:
+                    raise ValueError(f"{where}: member_fact needs member_marker at the top of the policy")
         for name, ref in (("form.rule", self.form.rule), ("register.rule", self.register_.rule)):
             if ref not in seen:
                 raise ValueError(f"{name}: {ref} is not a rule id in rules")

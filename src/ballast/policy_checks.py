@@ -7,13 +7,14 @@ durations are spelled, how a sentence negates or reports a phrase instead of ass
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Iterator
 
-from ballast.policy import Policy
+from ballast.policy import Elapsed, Policy
 
 
 @dataclass(frozen=True)
@@ -154,25 +155,49 @@ def _derivable(value: float, context: list[float], policy_values: set[float]) ->
 
 _DENIAL = r"\b(?:not|no|never|nor|cannot|without)\b|n't\b"
 _DENIED = re.compile(_DENIAL)
-# A forbidden phrase also stands excused when it is a condition, a question or a report of what a draft says.
-_EXCUSED = re.compile(_DENIAL + r"|\b(?:unable|avoid|refuse[sd]?|whether|if|unless|until|once|before|when|"
-                      r"says|said|claims?|instead of)\b")
+# A forbidden phrase also stands excused when its clause makes it a condition, a question or a report of what a
+# draft says.
+_CONDITIONAL = re.compile(r"\b(?:unable|avoid|refuse[sd]?|whether|if|unless|until|once|before|when|says|said|claims?|"
+                          r"instead of)\b")
+# A stance is what the reply does; "once the warehouse receives it, your refund will..." still promises.
+_STANCE_CONDITIONAL = re.compile(r"\b(?:unable|avoid|refuse[sd]?|whether|if|unless|until|would|says|said|claims?|"
+                                 r"instead of)\b")
+# ... unless the clause goes on to make it conditional: "counts as lost only 10 business days after the scan".
+_STANCE_EXCUSED_AFTER = re.compile(r"[^.;\n]{0,30}?\b(?:only (?:after|when|if|once)|once|until|yet|provided|as long as|"
+                                   r"(?:business |working )?days after)\b")
+# A leading subordinate clause keeps its denial to itself: "As there has been no movement, it is now lost."
+_SUBORDINATE = re.compile(r"\s*(?:as|since|because|where|while|although|though|given|to)\b")
 _WORDS = re.compile(r"\S+")
 _QUOTES = re.compile(r"[\"“”]")
 _CLAUSE_END = re.compile(r"[.;\n]|\Z")
 
 
+def _clause_before(text: str, start: int, max_words: int) -> str:
+    window = text[max(0, start - 12 * max_words):start]
+    return window[max(window.rfind(c) for c in ".;:!?\n") + 1:]
+
+
 def _preceded_by(cue: re.Pattern[str], text: str, start: int, max_words: int) -> bool:
     """cue in the last max_words words of the clause that runs up to start."""
-    window = text[max(0, start - 12 * max_words):start]
-    window = window[max(window.rfind(c) for c in ".;:!?\n") + 1:]
-    return bool(cue.search(" ".join(_WORDS.findall(window)[-max_words:])))
+    return bool(cue.search(" ".join(_WORDS.findall(_clause_before(text, start, max_words))[-max_words:])))
+
+
+def _denied_in_main_clause(text: str, start: int, max_words: int) -> bool:
+    """A denial before start in its clause, leaving out a leading subordinate clause ("As ..., ")."""
+    window = _clause_before(text, start, max_words)
+    if _SUBORDINATE.match(window) and "," in window:
+        window = window.split(",", 1)[1]
+    return bool(_DENIED.search(" ".join(_WORDS.findall(window)[-max_words:])))
+
+
+def _quoted(text: str, start: int) -> bool:
+    """Inside a quotation: an odd number of quote marks between the line start and start."""
+    return len(_QUOTES.findall(text, text.rfind("\n", 0, start) + 1, start)) % 2 == 1
 
 
 def _quoted_and_rejected(text: str, start: int, end: int) -> bool:
     """Inside a quotation that the rest of the sentence rejects: '"refund today" is not allowed'."""
-    line_start = text.rfind("\n", 0, start) + 1
-    if len(_QUOTES.findall(text, line_start, start)) % 2 == 0:
+    if not _quoted(text, start):
         return False
     close = _QUOTES.search(text, end)
     if not close:
@@ -222,6 +247,44 @@ def _restated(phrase: str, context: str) -> bool:
     return bool(words) and any(words <= _content_words(s) for s in _SENTENCE_BREAK.split(context))
 
 
+# --- the case: what the input says about the order -------------------------------------------------
+
+_AGO = re.compile(rf"\b(?P<n>{_NUM})[\s-]*(?P<unit>(?:business|working)[\s-]days?|days?|weeks?|months?|years?)"
+                  r"\s+ago\b")
+_CALENDAR_DAYS = {"days": 1.0, "business_days": 7 / 5, "months": 30.44}  # per canonical unit
+_GREETING = re.compile(r"(?:^|:)[ \t]*(?:dear|hi|hello|good (?:morning|afternoon|evening))\b[^\n]*\n", re.MULTILINE)
+# An instruction to the customer: a request, or a sentence that opens with a verb of action.
+_INSTRUCTION = re.compile(r"\b(?:please|could you|can you|you (?:will |'ll )?need to|make sure|be sure to)\b"
+                          r"|(?:^|[.!?]\s+)(?:send|reply|keep|use|try|vacuum|avoid|check|contact|call|return|pack|take|"
+                          r"follow|remove|unplug|stop|wait|go|click|visit|open|attach|include|share|tighten|wash)\b")
+# A paragraph for the agent before the draft ("Note for you: ...", "Agent note: ...") is not its opening.
+_LABELLED = re.compile(r"\A[a-z][a-z ]{1,20}:")
+# Tokens that hold a digit, joined by single spaces or hyphens: "7qh 4402 1189 5gb", "hh-6604438".
+_IDENTIFIER_RUN = re.compile(r"\b[a-z]*\d[a-z0-9]*(?:[ -][a-z]*\d[a-z0-9]*)*\b")
+# "more than 30 days ago" compares with a limit; it dates nothing.
+_COMPARED = re.compile(r"\b(?:more than|less than|over|under|within|at least|up to)\s+$")
+_WEEKDAY_EVENT = re.compile(r"\b(?:received|delivered|dispatched|shipped|arrived|scanned|collected)\b[^.\n]{0,30}?"
+                            r"\bon (?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b")
+
+
+def _elapsed_days(text: str, event: re.Pattern[str]) -> float | None:
+    """Calendar days since the event: the first "N units ago" after a mention of it, in the same clause."""
+    for m in event.finditer(text):
+        ago = _AGO.search(text, m.end(), _CLAUSE_END.search(text, m.end()).start())
+        if ago:
+            unit, scale = _unit(ago["unit"])
+            return _number(ago["n"]) * scale * _CALENDAR_DAYS[unit]
+    return None
+
+
+def _identifiers(text: str) -> Iterator[tuple[str, tuple[int, int]]]:
+    """Runs of letters and digits with six digits or more and a letter (tracking and order numbers; digits
+    alone are card and phone numbers, a privacy matter), spaces and hyphens removed, in lowercased text."""
+    for m in _IDENTIFIER_RUN.finditer(text):
+        if sum(c.isdigit() for c in m.group(0)) >= 6 and re.search(r"[a-z]", m.group(0)):
+            yield re.sub(r"[ -]", "", m.group(0)), m.span()
+
+
 # --- audience ----------------------------------------------------------------------------------
 
 _DRAFT_REQUEST = re.compile(
@@ -234,6 +297,33 @@ _INTERNAL_RECIPIENT = re.compile(
     r"\b(?:to|for|of)\s+(?:the\s+|my\s+|our\s+|a\s+)?(?:\w+\s+)?(?:team|colleague|supervisor|manager|lead|"
     r"(?-i:IT)|warehouse|channel|handover|shift|intranet|newsletter)\b|\binternal\b", re.IGNORECASE)
 _LETTER_OPENING = re.compile(r"\A\s*Dear\b")
+
+
+@dataclass(frozen=True)
+class _PhraseCheck:
+    """A phrase a reply may not use, with what excuses it (a denial or condition before or after it)."""
+
+    rule_id: str
+    pattern: _Pattern
+    negation_inside_excuses: bool
+    excused_before: re.Pattern[str]  # besides a denial
+    excused_after: re.Pattern[str] | None
+    message: str  # before the matched phrase
+
+
+def _asserted(matches: Iterator[re.Match[str]], low: str) -> re.Match[str] | None:
+    """The first match that no denial just before negates ("No fault reported" asserts no fault)."""
+    return next((m for m in matches if not _preceded_by(_DENIED, low, m.start(), 3)), None)
+
+
+def _any(patterns: list[str]) -> _Pattern | None:
+    return _Pattern.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+
+def _negation_excuses(pattern: str) -> bool:
+    """A negation inside a match excuses it ("refund ..., not cash"), except in a pattern that negates by
+    itself ("no need to verify")."""
+    return not _DENIED.search(pattern.lower().replace("\\b", " "))
 
 
 # --- the checker -------------------------------------------------------------------------------
@@ -294,6 +384,9 @@ class PolicyChecker:
                 self._facts[fact.id] = (rule.id, unit, fact.value * scale)
                 for cue in fact.cues:
                     self._cue_facts[_stem(cue.lower())].append(fact.id)
+        # Facts that share a cue with another fact of their unit ("warranty": furniture and kitchenware years).
+        self._contested = {fid for fids in self._cue_facts.values() for fid in fids
+                           if sum(self._facts[f][1] == self._facts[fid][1] for f in fids) > 1}
         # Cues match by stem at a word start ("arrived" finds "arrival"), a short one as a whole word
         # ("fee" and "fees", not "feel"); the longest wins an overlap.
         cues = sorted(self._cue_facts, key=len, reverse=True)
@@ -310,10 +403,18 @@ class PolicyChecker:
         # ("photo" for R4) a term would be demanded of every reply.
         self._required = {r.id: [(t, _required(t)) for t in r.required_terms]
                           for r in policy.rules if r.triggers and r.required_terms}
-        # (rule id, pattern, whether a negation inside the match excuses it: "refund ..., not cash" does,
-        # but not in a pattern that negates by itself, "no need to verify")
-        self._forbidden = [(r.id, _Pattern.compile(p), not _DENIED.search(p.lower().replace("\\b", " ")))
+        self._forbidden = [_PhraseCheck(r.id, _Pattern.compile(p), _negation_excuses(p), _CONDITIONAL, None,
+                                        "forbidden phrasing")
                            for r in policy.rules for p in r.forbidden_patterns]
+        self._stances = {name: [(_Pattern.compile(p), _negation_excuses(p)) for p in patterns]
+                         for name, patterns in policy.stances.items()}
+        self._cases = [(rule, case, _any(case.input_patterns), _any(case.unless_input),
+                        re.compile(case.elapsed.event.lower()) if case.elapsed else None)
+                       for rule in policy.rules for case in rule.cases]
+        self._member = _whole([_phrase(policy.member_marker)]) if policy.member_marker else None
+        self._opening = {r.id: re.compile(r"\b(?:" + "|".join(re.escape(t.lower()) for t in r.opening_terms) + ")")
+                         for r in policy.rules if r.opening_terms}
+        self._grounded = [r.id for r in policy.rules if r.grounded]
 
         register = policy.register_
         casual = register.banned_phrases + register.casual_markers
@@ -327,13 +428,18 @@ class PolicyChecker:
         """Every finding on one reply; `audience` is inferred when not given."""
         audience = audience or self.infer_audience(instruction, output, self.policy.sign_off)
         context, reply = _Text.of(instruction + "\n" + input), _Text.of(output)
+        triggered = self._triggered(context)
         findings = self._fact_findings(context, reply)
-        findings += self._escalation_findings(context, reply)
-        findings += self._forbidden_findings(context, reply)
+        findings += self._escalation_findings(triggered, reply)
+        findings += self._phrase_findings(context, reply, self._forbidden + self._case_checks(triggered, context,
+                                                                                                reply))
         findings += self._register_findings(reply)
-        if audience == "customer" and not self._sign_off.search(output):
-            findings.append(Finding(self.policy.form.rule, "a customer reply must end with the sign-off "
-                                    + " / ".join(self.policy.form.sign_off), None))
+        findings += self._grounding_findings(context, reply)
+        if audience == "customer":
+            findings += self._opening_findings(reply)
+            if not self._sign_off.search(output):
+                findings.append(Finding(self.policy.form.rule, "a customer reply must end with the sign-off "
+                                        + " / ".join(self.policy.form.sign_off), None))
         return findings
 
     def triggered(self, instruction: str, input: str) -> list[str]:
@@ -378,25 +484,40 @@ class PolicyChecker:
             if not near:
                 continue
             allowed = {self._facts[fid][2] for fid in cued if self._facts[fid][1] == claim.unit}
-            if claim.value in allowed:
+            subject = self._subject_fact(reply.low, claim, cues_by_sentence.get(bisect.bisect_right(starts,
+                                                                                                     claim.span[0]), []))
+            if claim.value in allowed and (subject is None or claim.value == self._facts[subject][2]):
                 continue
             if context_claims is None:
                 context_claims = list(_claims(context.low, context=True))
             quoted = [c.value for c in context_claims if c.unit == claim.unit]
             if claim.value in quoted or _derivable(claim.value, quoted, allowed if claim.remainder else set()):
                 continue
-            # The fact most cued in the sentence, then the one cued nearest the number.
+            # The subject's fact, else the fact most cued in the sentence, then the one cued nearest the number.
             hits = Counter(fid for _, fid in near)
-            fact_id = min(near, key=lambda n: (-hits[n[1]], n[0]))[1]
+            fact_id = subject or min(near, key=lambda n: (-hits[n[1]], n[0]))[1]
             findings.append(Finding(self._facts[fact_id][0],
                                     f"{reply.raw[slice(*claim.span)]!r} ({claim.unit}) contradicts {fact_id}: "
                                     f"the policy allows {', '.join(f'{v:g}' for v in sorted(allowed))}",
                                     claim.span))
         return findings
 
-    def _escalation_findings(self, context: _Text, reply: _Text) -> list[Finding]:
+    def _subject_fact(self, text: str, claim: _Claim, cues: list[tuple[int, str]]) -> str | None:
+        """The one fact of the claim's unit that a cue just before the number names ("our furniture carries a
+        1-year warranty"), when the cue belongs to that fact alone; shared cues ("warranty") leave it open."""
+        for pos, cue in sorted(cues, reverse=True):
+            facts = [f for f in self._cue_facts[cue] if self._facts[f][1] == claim.unit]
+            between = text[pos + len(cue):claim.span[0]]
+            if (pos >= claim.span[0] or len(facts) != 1 or len(between) > 40 or text[max(0, pos - 4):pos] == "non-"
+                    or re.search(r"[,;:()]|\b(?:and|or)\b", between)):
+                continue
+            if facts[0] in self._contested and not _preceded_by(_DENIED, text, pos, 3):
+                return facts[0]
+        return None
+
+    def _escalation_findings(self, triggered: list[str], reply: _Text) -> list[Finding]:
         findings = []
-        for rule_id in self._triggered(context):
+        for rule_id in triggered:
             team = self._teams.get(rule_id)
             if team and not team.search(reply.low):
                 findings.append(Finding(rule_id, f"escalation to {self.policy.by_id[rule_id].escalate_to} "
@@ -405,26 +526,112 @@ class PolicyChecker:
                          for term, pattern in self._required.get(rule_id, []) if not pattern.search(reply.low)]
         return findings
 
-    def _forbidden_findings(self, context: _Text, reply: _Text) -> list[Finding]:
+    def _case_checks(self, triggered: list[str], context: _Text, reply: _Text) -> list[_PhraseCheck]:
+        """The stances each case that holds forbids, as phrase checks whose message says why."""
+        checks: list[_PhraseCheck] = []
+        for rule, case, input_pattern, exception, event in self._cases:
+            if exception and _asserted(exception.finditer(context), context.low):
+                continue
+            reasons = []
+            if case.triggered:
+                reasons.append(f"the input triggers {rule.id}" if rule.id in triggered else None)
+            if input_pattern:
+                m = _asserted(input_pattern.finditer(context), context.low)
+                reasons.append(f"the input says {context.raw[slice(*m.span())]!r}" if m else None)
+            if case.elapsed and event:
+                reasons.append(self._elapsed_reason(case.elapsed, event, context))
+            if case.amount_over:
+                amounts = [c.value for text in (context.low, reply.low) for c in _claims(text, context=True)
+                           if c.unit == "usd"]
+                limit = self._facts[case.amount_over][2]
+                reasons.append(f"USD {max(amounts):g} is over {case.amount_over} ({limit:g})"
+                               if amounts and max(amounts) > limit else None)
+            if None in reasons or (case.unless_escalated and _asserted(re.finditer(_phrase(rule.escalate_to or ""),
+                                                                                   reply.low), reply.low)):
+                continue
+            why = "; ".join(r for r in reasons if r)
+            checks += [_PhraseCheck(rule.id, pattern, excuses, _STANCE_CONDITIONAL, _STANCE_EXCUSED_AFTER,
+                                    f"{stance.replace('_', ' ')}, although {why}:")
+                       for stance in case.forbids for pattern, excuses in self._stances[stance]]
+        return checks
+
+    def _elapsed_reason(self, elapsed: Elapsed, event: re.Pattern[str], context: _Text) -> str | None:
+        days = _elapsed_days(context.low, event)
+        if days is None:
+            return None
+        fact_id = elapsed.fact
+        if elapsed.member_fact and self._member and _asserted(self._member.finditer(context.low), context.low):
+            fact_id = elapsed.member_fact
+        _, unit, value = self._facts[fact_id]
+        limit = value * _CALENDAR_DAYS[unit]
+        if (days > limit) if elapsed.past else (days < limit):
+            return f"{days:.0f} days since {event.pattern!r}, {'past' if elapsed.past else 'within'} {fact_id}"
+        return None
+
+    def _opening_findings(self, reply: _Text) -> list[Finding]:
+        findings = []
+        greeting = _GREETING.search(reply.low)
+        body = reply.low[greeting.end():] if greeting else reply.low
+        if not greeting:
+            paragraphs = re.split(r"\n\s*\n", body.strip())
+            body = "\n\n".join(itertools.dropwhile(lambda p: _LABELLED.match(p), paragraphs))
+        # A line that introduces the draft ("Here's a shorter version:") is not its opening either.
+        sentences = list(itertools.dropwhile(lambda x: x.endswith(":"), split_sentences(body)))
+        text = " ".join(sentences)
+        for rule_id, terms in self._opening.items():
+            first = terms.search(text)
+            instruction = _INSTRUCTION.search(text, 0, first.start()) if first else None
+            if instruction:
+                findings.append(Finding(rule_id, "gives instructions before acknowledging the customer: "
+                                                 f"{text[instruction.start():instruction.start() + 60]!r}", None))
+        return findings
+
+    def _grounding_findings(self, context: _Text, reply: _Text) -> list[Finding]:
+        """Dates, durations and identifiers stated about the order that the input does not give."""
+        if not self._grounded:
+            return []
+        quoted: dict[str, list[float]] = defaultdict(list)
+        for c in _claims(context.low, context=True):
+            quoted[c.unit].append(c.value)
+        known = {ident for ident, _ in _identifiers(context.low)}
+        invented = []
+        for m in _AGO.finditer(reply.low):
+            unit, scale = _unit(m["unit"])
+            value = _number(m["n"]) * scale
+            policy_values = {v for _, u, v in self._facts.values() if u == unit}
+            if (_COMPARED.search(reply.low, max(0, m.start() - 12), m.start()) or _quoted(reply.low, m.start())
+                    or _preceded_by(_CONDITIONAL, reply.low, m.start(), _FORBIDDEN_WINDOW)
+                    or value in quoted[unit] or _derivable(value, quoted[unit], policy_values)):
+                continue
+            invented.append((f"{reply.raw[slice(*m.span())]!r} is not in the input", m.span()))
+        invented += [(f"identifier {reply.raw[slice(*span)]!r} is not in the input", span)
+                     for ident, span in _identifiers(reply.low) if ident not in known]
+        invented += [(f"{reply.raw[slice(*m.span())]!r}: the input names no such day", m.span())
+                     for m in _WEEKDAY_EVENT.finditer(reply.low) if m["day"] not in context.low]
+        return [Finding(rule_id, message, span) for rule_id in self._grounded for message, span in invented]
+
+    def _phrase_findings(self, context: _Text, reply: _Text, checks: list[_PhraseCheck]) -> list[Finding]:
         views = [(reply, None)]
         if _CONTRACTION.search(reply.raw):
             expanded, marks = _expanded(reply.raw)
             views.append((_Text.of(expanded), marks))
         findings: dict[tuple[str, int, int], Finding] = {}
-        for rule_id, pattern, negation_inside_excuses in self._forbidden:
+        for check in checks:
             for text, marks in views:
-                for m in pattern.finditer(text):
+                for m in check.pattern.finditer(text):
                     start, end = m.span()
                     phrase = text.low[start:end]
-                    if (_preceded_by(_EXCUSED, text.low, start, _FORBIDDEN_WINDOW)
-                            or (negation_inside_excuses and _DENIED.search(phrase))
+                    if (_denied_in_main_clause(text.low, start, _FORBIDDEN_WINDOW)
+                            or _preceded_by(check.excused_before, text.low, start, _FORBIDDEN_WINDOW)
+                            or (check.excused_after and check.excused_after.match(text.low, end))
+                            or (check.negation_inside_excuses and _DENIED.search(phrase))
                             or _quoted_and_rejected(text.low, start, end)
                             or _restated(phrase, context.low)):
                         continue
                     if marks:
                         start, end = _raw_offset(marks, start), _raw_offset(marks, end)
-                    findings.setdefault((rule_id, start, end), Finding(
-                        rule_id, f"forbidden phrasing {reply.raw[start:end]!r}", (start, end)))
+                    findings.setdefault((check.rule_id, start, end), Finding(
+                        check.rule_id, f"{check.message} {reply.raw[start:end]!r}", (start, end)))
         return list(findings.values())
 
     def _register_findings(self, reply: _Text) -> list[Finding]:

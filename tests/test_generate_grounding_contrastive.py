@@ -13,6 +13,7 @@ from ballast.recipe import ContrastiveConfig, GroundingConfig, SelectConfig
 from ballast.records import Record, Source
 from ballast.seeds import split_heldout
 from ballast.select import select, training_set
+from test_policy_checks import SEED_EXCEPTIONS
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +70,15 @@ def test_each_negative_breaks_one_named_rule_and_the_checker_catches_most(policy
         assert not r.kept and r.decisions[0].rule_id == r.rules[0] and r.rules[0] in r.decisions[0].reason
         parent = parents[r.parent_ids[0]]
         assert r.output != parent.output and (r.instruction, r.input) == (parent.instruction, parent.input)
+    # Only the seeds the checker is known to misread may already carry their negative's rule.
+    def misread(records: list) -> int:
+        return sum(r.rules[0] in SEED_EXCEPTIONS.get(parents[r.parent_ids[0]].meta["ref"], []) for r in records)
+
     visible = [r for r in negatives if r.meta["edit"] in RULE_VISIBLE]
     result = check_negatives(visible, split.train, policy)
-    assert result["catch_rate"] >= 0.9 and result["seed_already_flagged"] == 0
+    assert result["catch_rate"] >= 0.9 and result["seed_already_flagged"] == misread(visible)
     assert all(v["catch_rate"] >= 0.8 for v in result["by_edit"].values()), result["by_edit"]
-    assert check_negatives(negatives, split.train, policy)["seed_already_flagged"] == 0
+    assert check_negatives(negatives, split.train, policy)["seed_already_flagged"] == misread(negatives)
 
 
 @pytest.mark.parametrize("kind", sorted(CLASSIFIER_ONLY))

@@ -106,6 +106,9 @@ VIOLATIONS = [
     ("T5", DRAFT, "Order Console: tracking number field empty.",
      "Thank you for asking. Your tracking number is 7QH 4402 1189 5GB." + SIGN),
     ("W1", DRAFT, "", "Our furniture carries a 1-year warranty against manufacturing defects." + SIGN),
+    ("T5", DRAFT, "Order Console: order total USD 119.", "Thank you for asking. Your order total was USD 129." + SIGN),
+    ("T5", DRAFT, "Order Console: dispatched, no delivery scan yet.",
+     "Thank you for asking. Our records show it was delivered on 14 November." + SIGN),
 ]
 
 # Conformant replies that sit close to a violation: none may produce a finding.
@@ -163,6 +166,9 @@ NEAR_MISSES = [
     (DRAFT, "Order HH-6604438: tracking 7QH 4402 1189 5GB.",
      "Thank you for asking. Your tracking number is 7QH 4402 1189 5GB for order HH-6604438." + SIGN),
     (ASK, "", "Kitchenware carries a 1-year warranty; furniture is covered for 2 years and textiles for 1 year."),
+    (DRAFT, "Order Console: refund of USD 119 pending; goodwill credit USD 15 given in May.",
+     "Thank you for waiting. Your USD 119 refund is pending, and USD 10 of goodwill credit remains this year."
+     + SIGN),
 ]
 
 # Seeds the checker flags although they follow the policy (none since the triggers were narrowed).

@@ -263,8 +263,11 @@ _LABELLED = re.compile(r"\A[a-z][a-z ]{1,20}:")
 _IDENTIFIER_RUN = re.compile(r"\b[a-z]*\d[a-z0-9]*(?:[ -][a-z]*\d[a-z0-9]*)*\b")
 # "more than 30 days ago" compares with a limit; it dates nothing.
 _COMPARED = re.compile(r"\b(?:more than|less than|over|under|within|at least|up to)\s+$")
-_WEEKDAY_EVENT = re.compile(r"\b(?:received|delivered|dispatched|shipped|arrived|scanned|collected)\b[^.\n]{0,30}?"
-                            r"\bon (?P<day>monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b")
+_MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
+# The day an order event happened or will happen: "received on Monday", "dispatched on 14 November".
+_EVENT_DAY = re.compile(r"\b(?:received|delivered|dispatched|shipped|arrived|scanned|collected|refunded|issued)\b"
+                        r"[^.\n]{0,30}?\b(?:on|by) (?:the )?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|"
+                        rf"sunday|\d{{1,2}}(?:st|nd|rd|th)?(?: of)? (?:{_MONTHS})|(?:{_MONTHS}) \d{{1,2}}(?:st|nd|rd|th)?)\b")
 
 
 def _elapsed_days(text: str, event: re.Pattern[str]) -> float | None:
@@ -434,7 +437,7 @@ class PolicyChecker:
         findings += self._phrase_findings(context, reply, self._forbidden + self._case_checks(triggered, context,
                                                                                                 reply))
         findings += self._register_findings(reply)
-        findings += self._grounding_findings(context, reply)
+        findings += self._grounding_findings(context, reply, {f.span for f in findings if f.span})
         if audience == "customer":
             findings += self._opening_findings(reply)
             if not self._sign_off.search(output):
@@ -586,8 +589,9 @@ class PolicyChecker:
                                                  f"{text[instruction.start():instruction.start() + 60]!r}", None))
         return findings
 
-    def _grounding_findings(self, context: _Text, reply: _Text) -> list[Finding]:
-        """Dates, durations and identifiers stated about the order that the input does not give."""
+    def _grounding_findings(self, context: _Text, reply: _Text, found: set[tuple[int, int]]) -> list[Finding]:
+        """Dates, durations, amounts and identifiers stated about the order that the input does not give; an
+        amount already `found` to contradict a policy fact is that rule's finding, not an invention."""
         if not self._grounded:
             return []
         quoted: dict[str, list[float]] = defaultdict(list)
@@ -604,10 +608,14 @@ class PolicyChecker:
                     or value in quoted[unit] or _derivable(value, quoted[unit], policy_values)):
                 continue
             invented.append((f"{reply.raw[slice(*m.span())]!r} is not in the input", m.span()))
+        policy_usd = {v for _, u, v in self._facts.values() if u == "usd"}
+        invented += [(f"amount USD {c.value:g} is not in the input", c.span) for c in _claims(reply.low, context=True)
+                     if c.unit == "usd" and c.span not in found and c.value not in quoted["usd"] and c.value not in policy_usd
+                     and not _derivable(c.value, quoted["usd"], policy_usd)]
         invented += [(f"identifier {reply.raw[slice(*span)]!r} is not in the input", span)
                      for ident, span in _identifiers(reply.low) if ident not in known]
         invented += [(f"{reply.raw[slice(*m.span())]!r}: the input names no such day", m.span())
-                     for m in _WEEKDAY_EVENT.finditer(reply.low) if m["day"] not in context.low]
+                     for m in _EVENT_DAY.finditer(reply.low) if m["day"] not in context.low]
         return [Finding(rule_id, message, span) for rule_id in self._grounded for message, span in invented]
 
     def _phrase_findings(self, context: _Text, reply: _Text, checks: list[_PhraseCheck]) -> list[Finding]:

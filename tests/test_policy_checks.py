@@ -273,12 +273,6 @@ def test_wrong_values_swapped_into_seeds_are_found(checker, seeds, rule_id, patt
     assert total >= 30 and found / total >= 0.9, (found, total)
 
 
-def test_seed_set_checks_at_speed(checker, seeds):
-    start = time.perf_counter()
-    for r in seeds:
-        checker.check(r.instruction, r.input, r.output)
-    assert len(seeds) / (time.perf_counter() - start) > 300  # records/s; ~1,500 on one laptop core
-
 
 def test_a_case_must_forbid_stances_the_policy_defines():
     raw = yaml.safe_load((EXAMPLE / "policy.yaml").read_text())

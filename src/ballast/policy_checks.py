@@ -11,6 +11,7 @@ import itertools
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import combinations
 from typing import Iterator
 
@@ -38,6 +39,16 @@ def split_sentences(text: str) -> list[str]:
 class _Text:
     raw: str
     low: str  # same length as raw, so a span found in one indexes the other
+
+    @cached_property
+    def claims(self) -> list[_Claim]:
+        """Every number with a unit, as the context reads them (see _claims)."""
+        return list(_claims(self.low, context=True))
+
+    @cached_property
+    def stated(self) -> list[_Claim]:
+        """The numbers a reply states as values, not the ones that date an event."""
+        return list(_claims(self.low))
 
     @classmethod
     def of(cls, raw: str) -> _Text:
@@ -468,7 +479,7 @@ class PolicyChecker:
                        for m in pattern.finditer(context))]
 
     def _fact_findings(self, context: _Text, reply: _Text) -> list[Finding]:
-        claims = list(_claims(reply.low))
+        claims = reply.stated
         if not claims or self._cues is None:
             return []
         starts = [0] + [m.end() for m in _SENTENCE_BREAK.finditer(reply.low)]
@@ -478,7 +489,6 @@ class PolicyChecker:
         # Any fact cued anywhere in the reply may be what a number states; the sentence only decides
         # whether a number is a claim about a fact at all.
         cued = {fid for cues in cues_by_sentence.values() for _, cue in cues for fid in self._cue_facts[cue]}
-        context_claims: list[_Claim] | None = None
         findings = []
         for claim in claims:
             near = [(abs(pos - claim.span[0]), fid)
@@ -491,9 +501,7 @@ class PolicyChecker:
                                                                                                      claim.span[0]), []))
             if claim.value in allowed and (subject is None or claim.value == self._facts[subject][2]):
                 continue
-            if context_claims is None:
-                context_claims = list(_claims(context.low, context=True))
-            quoted = [c.value for c in context_claims if c.unit == claim.unit]
+            quoted = [c.value for c in context.claims if c.unit == claim.unit]
             if claim.value in quoted or _derivable(claim.value, quoted, allowed if claim.remainder else set()):
                 continue
             # The subject's fact, else the fact most cued in the sentence, then the one cued nearest the number.
@@ -544,8 +552,7 @@ class PolicyChecker:
             if case.elapsed and event:
                 reasons.append(self._elapsed_reason(case.elapsed, event, context))
             if case.amount_over:
-                amounts = [c.value for text in (context.low, reply.low) for c in _claims(text, context=True)
-                           if c.unit == "usd"]
+                amounts = [c.value for c in context.claims + reply.claims if c.unit == "usd"]
                 limit = self._facts[case.amount_over][2]
                 reasons.append(f"USD {max(amounts):g} is over {case.amount_over} ({limit:g})"
                                if amounts and max(amounts) > limit else None)
@@ -595,7 +602,7 @@ class PolicyChecker:
         if not self._grounded:
             return []
         quoted: dict[str, list[float]] = defaultdict(list)
-        for c in _claims(context.low, context=True):
+        for c in context.claims:
             quoted[c.unit].append(c.value)
         known = {ident for ident, _ in _identifiers(context.low)}
         invented = []
@@ -609,7 +616,7 @@ class PolicyChecker:
                 continue
             invented.append((f"{reply.raw[slice(*m.span())]!r} is not in the input", m.span()))
         policy_usd = {v for _, u, v in self._facts.values() if u == "usd"}
-        invented += [(f"amount USD {c.value:g} is not in the input", c.span) for c in _claims(reply.low, context=True)
+        invented += [(f"amount USD {c.value:g} is not in the input", c.span) for c in reply.claims
                      if c.unit == "usd" and c.span not in found and c.value not in quoted["usd"] and c.value not in policy_usd
                      and not _derivable(c.value, quoted["usd"], policy_usd)]
         invented += [(f"identifier {reply.raw[slice(*span)]!r} is not in the input", span)
@@ -619,13 +626,14 @@ class PolicyChecker:
         return [Finding(rule_id, message, span) for rule_id in self._grounded for message, span in invented]
 
     def _phrase_findings(self, context: _Text, reply: _Text, checks: list[_PhraseCheck]) -> list[Finding]:
+        """Matches of the checks that nothing excuses."""
         views = [(reply, None)]
         if _CONTRACTION.search(reply.raw):
             expanded, marks = _expanded(reply.raw)
             views.append((_Text.of(expanded), marks))
         findings: dict[tuple[str, int, int], Finding] = {}
-        for check in checks:
-            for text, marks in views:
+        for text, marks in views:
+            for check in checks:
                 for m in check.pattern.finditer(text):
                     start, end = m.span()
                     phrase = text.low[start:end]

@@ -6,6 +6,9 @@ loss taken over the response span, whose first token is found by tokenising the 
 Its prompt texts are ballast's (the weak model's chat template; the instruction-free prefix is the bare assistant
 header, see ballast.quality), so the two methods must agree to 1e-4 and only the computation differs.
 
+The FLOP ratio ceiling is the speed-up the work saved allows if both methods ran their matmuls equally fast: ballast
+skips the output layer at prompt positions, nothing else; both use float32, as the 1e-4 tolerance requires.
+
     flock /tmp/cpu.lock .venv/bin/python benchmarks/bench_ifd.py --records 200
 """
 
@@ -18,15 +21,41 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import PretrainedConfig
 
 from ballast.policy import load_policy
 from ballast.prompts import record_messages
-from ballast.quality import QualityScorer, generation_header
+from ballast.quality import QualityScorer, ScoringInput, generation_header
 from ballast.records import Record
 from ballast.seeds import load_seeds, split_heldout
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "harbor-support"
 TARGET_RATIO, TOLERANCE = 3.0, 1e-4
+
+
+def forward_flops(config: PretrainedConfig, length: int, head_positions: int) -> int:
+    """Matmul FLOPs of a causal-LM forward over `length` tokens with the output layer at `head_positions` of them
+    (norms, activations and softmax add a few percent)."""
+    h, heads, kv = config.hidden_size, config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    # q and o, k and v projections; gate, up and down
+    per_token = 2 * (2 * h * heads * head_dim + 2 * h * kv * head_dim + 3 * h * config.intermediate_size)
+    # causal attention: query i reads i + 1 keys, 2 * heads * head_dim FLOPs each for QK^T and for AV
+    keys_read = length * (length + 1) // 2
+    body = length * per_token + 4 * heads * head_dim * keys_read
+    return config.num_hidden_layers * body + head_positions * 2 * h * config.vocab_size
+
+
+def flop_counts(config: PretrainedConfig, items: list[ScoringInput]) -> tuple[int, int]:
+    """FLOPs of the reference (output layer at every position) and of ballast.quality (output layer at response
+    positions) over both passes of `items`."""
+    reference = ours = 0
+    for prefix in ("prompt", "alone"):
+        for i in items:
+            length = len(getattr(i, prefix)) + len(i.response)
+            reference += forward_flops(config, length, length)
+            ours += forward_flops(config, length, len(i.response))
+    return reference, ours
 
 
 def reference_loss(model: torch.nn.Module, tokenizer, text: str, target_span: str, max_length: int) -> float:
@@ -69,9 +98,13 @@ def main() -> None:
         raise SystemExit(f"--records {args.records}: the training split holds {len(train)} seeds")
     records = train[: args.records]
     scorer = QualityScorer(policy.company, batch_size=args.batch_size, max_len=args.max_len)
-    tokens = sum(len(i.prompt) + len(i.alone) + 2 * len(i.response) for i in map(scorer.prepare, records))
+    items = [scorer.prepare(r) for r in records]
+    tokens = sum(len(i.prompt) + len(i.alone) + 2 * len(i.response) for i in items)
     print(f"model {scorer.model.name} (float32, {scorer.lm.device}, {torch.get_num_threads()} threads); "
           f"{len(records)} records, {tokens} tokens in both passes")
+    reference_flops, ours_flops = flop_counts(scorer.lm.config, items)
+    print(f"FLOP ratio ceiling: {reference_flops / ours_flops:.2f}x (reference {reference_flops / 1e12:.1f} TFLOP, "
+          f"ballast.quality {ours_flops / 1e12:.1f} TFLOP)")
 
     # Warm-up: first calls allocate and pick kernels.
     reference_scores(scorer, records[:2], args.max_len)
@@ -90,8 +123,10 @@ def main() -> None:
 
     diff = max(abs(r.scores["ifd"] - ref) for r, ref in zip(ours_records, reference, strict=True))
     ratio = reference_s / ours_s
-    print(f"reference (per example, full logits): {len(records) / reference_s:8.2f} records/s  ({reference_s:.1f} s)")
-    print(f"ballast.quality (batched, response-only head): {len(records) / ours_s:8.2f} records/s  ({ours_s:.1f} s)")
+    print(f"reference (per example, full logits): {len(records) / reference_s:8.2f} records/s  ({reference_s:.1f} s, "
+          f"{reference_flops / reference_s / 1e9:.0f} GFLOP/s)")
+    print(f"ballast.quality (batched, response-only head): {len(records) / ours_s:8.2f} records/s  "
+          f"({ours_s:.1f} s, {ours_flops / ours_s / 1e9:.0f} GFLOP/s)")
     print(f"speed-up: {ratio:.2f}x (target >= {TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
     print(f"max |IFD difference|: {diff:.2e} (limit {TOLERANCE:g}: {'met' if diff <= TOLERANCE else 'NOT met'})")
 

@@ -235,7 +235,7 @@ def _expanded(raw: str) -> tuple[str, list[tuple[int, int]]]:
 
 
 # Only a pattern that spells out one of these can match the expanded text where it missed the raw one.
-_EXPANSION_WORDS = re.compile(r"\b(?:will|cannot|have|are|am|not)\b")
+_EXPANSION_WORDS = re.compile(r"(?:\\b|(?<![a-z]))(?:will|cannot|have|are|am|not)(?![a-z])")  # "\bwill" too
 
 
 def _raw_offset(marks: list[tuple[int, int]], at: int) -> int:

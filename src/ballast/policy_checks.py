@@ -329,9 +329,9 @@ class _PhraseCheck:
     message: str  # before the matched phrase
 
 
-def _asserted(matches: Iterator[re.Match[str]], low: str) -> re.Match[str] | None:
-    """The first match that no denial just before negates ("No fault reported" asserts no fault)."""
-    return next((m for m in matches if not _preceded_by(_DENIED, low, m.start(), 3)), None)
+def _asserted(matches: Iterator[re.Match[str]], low: str, window: int = 3) -> re.Match[str] | None:
+    """The first match that no denial in the `window` words before negates ("No fault reported" asserts no fault)."""
+    return next((m for m in matches if not _preceded_by(_DENIED, low, m.start(), window)), None)
 
 
 def _any(patterns: list[str]) -> _Pattern | None:
@@ -402,6 +402,9 @@ class PolicyChecker:
                 self._facts[fact.id] = (rule.id, unit, fact.value * scale)
                 for cue in fact.cues:
                     self._cue_facts[_stem(cue.lower())].append(fact.id)
+        self._values_by_unit: dict[str, set[float]] = defaultdict(set)
+        for _, unit, value in self._facts.values():
+            self._values_by_unit[unit].add(value)
         # Facts that share a cue with another fact of their unit ("warranty": furniture and kitchenware years).
         self._contested = {fid for fids in self._cue_facts.values() for fid in fids
                            if sum(self._facts[f][1] == self._facts[fid][1] for f in fids) > 1}
@@ -427,6 +430,7 @@ class PolicyChecker:
         self._stances = {name: [(_Pattern.compile(p), _negation_excuses(p)) for p in patterns]
                          for name, patterns in policy.stances.items()}
         self._cases = [(rule, case, _any(case.input_patterns), _any(case.unless_input),
+                        re.compile(_phrase(rule.escalate_to)) if case.unless_escalated and rule.escalate_to else None,
                         re.compile(case.elapsed.event.lower()) if case.elapsed else None)
                        for rule in policy.rules for case in rule.cases]
         self._member = _whole([_phrase(policy.member_marker)]) if policy.member_marker else None
@@ -479,8 +483,7 @@ class PolicyChecker:
 
     def _triggered(self, context: _Text) -> list[str]:
         return [rule_id for rule_id, pattern in self._triggers
-                if any(not _preceded_by(_DENIED, context.low, m.start(), _TRIGGER_WINDOW)
-                       for m in pattern.finditer(context))]
+                if _asserted(pattern.finditer(context), context.low, _TRIGGER_WINDOW)]
 
     def _fact_findings(self, context: _Text, reply: _Text) -> list[Finding]:
         claims = reply.stated
@@ -544,7 +547,7 @@ class PolicyChecker:
     def _case_checks(self, triggered: list[str], context: _Text, reply: _Text) -> list[_PhraseCheck]:
         """The stances each case that holds forbids, as phrase checks whose message says why."""
         checks: list[_PhraseCheck] = []
-        for rule, case, input_pattern, exception, event in self._cases:
+        for rule, case, input_pattern, exception, escalation, event in self._cases:
             if exception and _asserted(exception.finditer(context), context.low):
                 continue
             reasons = []
@@ -560,8 +563,7 @@ class PolicyChecker:
                 limit = self._facts[case.amount_over][2]
                 reasons.append(f"USD {max(amounts):g} is over {case.amount_over} ({limit:g})"
                                if amounts and max(amounts) > limit else None)
-            if None in reasons or (case.unless_escalated and _asserted(re.finditer(_phrase(rule.escalate_to or ""),
-                                                                                   reply.low), reply.low)):
+            if None in reasons or (escalation and _asserted(escalation.finditer(reply.low), reply.low)):
                 continue
             why = "; ".join(r for r in reasons if r)
             checks += [_PhraseCheck(rule.id, pattern, excuses, _STANCE_CONDITIONAL, _STANCE_EXCUSED_AFTER,
@@ -613,13 +615,13 @@ class PolicyChecker:
         for m in _AGO.finditer(reply.low):
             unit, scale = _unit(m["unit"])
             value = _number(m["n"]) * scale
-            policy_values = {v for _, u, v in self._facts.values() if u == unit}
+            policy_values = self._values_by_unit[unit]
             if (_COMPARED.search(reply.low, max(0, m.start() - 12), m.start()) or _quoted(reply.low, m.start())
                     or _preceded_by(_CONDITIONAL, reply.low, m.start(), _FORBIDDEN_WINDOW)
                     or value in quoted[unit] or _derivable(value, quoted[unit], policy_values)):
                 continue
             invented.append((f"{reply.raw[slice(*m.span())]!r} is not in the input", m.span()))
-        policy_usd = {v for _, u, v in self._facts.values() if u == "usd"}
+        policy_usd = self._values_by_unit["usd"]
         invented += [(f"amount USD {c.value:g} is not in the input", c.span) for c in reply.claims
                      if c.unit == "usd" and c.span not in found and c.value not in quoted["usd"] and c.value not in policy_usd
                      and not _derivable(c.value, quoted["usd"], policy_usd)]

@@ -58,7 +58,8 @@ RULE_VISIBLE = {"changed_number", "dropped_escalation", "casual_rewrite", "promi
 CLASSIFIER_ONLY = {"blame_sentence": "T3", "instructions_first": "T2", "invented_fact": "T5",
                    "alternative_refund": "R3", "accepted_final_sale": "R7", "accepted_late_return": "R1",
                    "outside_advice": "C1", "competitor_mention": "C2", "claimed_done": "C3", "waived_condition": "R2",
-                   "price_difference": "R8", "early_lost": "D2", "wrong_team": None}
+                   "price_difference": "R8", "early_lost": "D2", "credential_request": "P4",
+                   "wrong_team": None}
 
 
 def test_each_negative_breaks_one_named_rule_and_the_checker_catches_most(policy, split):

@@ -61,6 +61,12 @@ VIOLATIONS = [
     ("P1", DRAFT, "Customer: Please change my address to my new flat.",
      "No need to verify anything, I've updated the address." + SIGN),
     ("P1", DRAFT, "", "We can skip verification this time." + SIGN),
+    ("P1", ASK, "", "No verification is needed for a quick change like this."),
+    ("P1", ASK, "", "Don't bother with the order number check; just update the details."),
+    ("P1", ASK, "", "Make the change now and verify the customer afterwards if needed."),
+    ("P1", ASK, "", "The email matches the account, so go ahead without asking for the phone digits."),
+    ("P1", DRAFT, "", "We don't need your order number for this; I can make the change right away." + SIGN),
+    ("P1", DRAFT, "", "Writing from the email address on file is enough to confirm it's you." + SIGN),
     ("P2", DRAFT, "", "Your card 4111 1111 1111 1111 was charged." + SIGN),
     ("P2", DRAFT, "", "We'll email you at jane.doe@example.com." + SIGN),
     ("P2", DRAFT, "", "We'll call you on 555-123-4567." + SIGN),
@@ -113,6 +119,11 @@ VIOLATIONS = [
 
 # Conformant replies that sit close to a violation: none may produce a finding.
 NEAR_MISSES = [
+    (ASK, "", "We cannot update it without asking for the order number and the last four digits of the phone "
+              "number on file, even for a quick change."),
+    (ASK, "", "Your email address alone is not enough to confirm it's you; please send the order number and the "
+              "last four digits of the phone number on file."),
+    (ASK, "", "Verify the customer first with the order number and the last four digits, then make the change."),
     (DRAFT, "", "You're within our 30-day return window: returns are accepted within 30 days of delivery." + SIGN),
     (DRAFT, "", "Harbor Plus members have a sixty-day return window." + SIGN),
     (DRAFT, "", "Your refund will reach your original payment method within 5–10 business days." + SIGN),

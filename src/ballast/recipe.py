@@ -160,7 +160,7 @@ CONTRASTIVE_EDITS = ("changed_number", "dropped_escalation", "casual_rewrite", "
                      "over_limit_approval", "skipped_identity_check", "dropped_sign_off",
                      "instructions_first", "wrong_team", "claimed_done", "blame_sentence", "invented_fact",
                      "alternative_refund", "accepted_final_sale", "accepted_late_return", "outside_advice",
-                     "competitor_mention", "waived_condition", "price_difference", "early_lost")
+                     "competitor_mention", "waived_condition", "price_difference", "early_lost", "credential_request")
 
 
 class ContrastiveConfig(_Section):

@@ -7,9 +7,10 @@ supervisor, and the required terms of the identity rule. Which rule a promised d
 identity check break is set in the recipe (contrastive.promise_rule, contrastive.identity_rule).
 
 The edits the rule checks cannot see (a blame sentence, instructions before the acknowledgement, an invented
-tracking number, outside advice, a competitor, a claim that something was already done, the wrong team, an
-exception to a return rule) insert one sentence from a small phrase bank, picked by a hash of the seed, or
-move or rename what the seed already says; they exist to teach the conformance classifier.
+tracking number, outside advice, a competitor, a request for a password or code, a claim that something was
+already done, the wrong team, an exception to a return rule) insert one sentence from a phrase bank
+(generate/phrase_banks.py), picked by a hash of the seed, or move or rename what the seed already says; they
+exist to teach the conformance classifier.
 
 Each negative is a record with source `contrastive`, the violated rule id in `rules`, and a decision that
 names the rule; the decision drops it from the positives, and selection excludes the source outright, so
@@ -24,6 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ballast.generate.phrase_banks import BANK_RULES, BANKS, RIVALS
 from ballast.policy import Fact, Policy
 from ballast.policy_checks import PolicyChecker
 from ballast.recipe import ContrastiveConfig
@@ -43,107 +45,6 @@ _SENTENCE = re.compile(r"[^\n.!?]+(?:[.!?]+|(?=\n)|$)")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 
 
-# Phrase banks for the inserted-sentence edits: (customer-facing, agent-facing) wordings; {day}, {tracking},
-# {rival} and {amount} are filled from a hash of the seed. Competitor names are invented.
-_RIVALS = ("Oakhaven Living", "Tidemark Home", "Brightwell Interiors", "Larchmont Homeware")
-_BANKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "blame_sentence": (
-        ("This could have been avoided if the care instructions had been followed.",
-         "Problems like this usually happen when an item is not used the way the instructions describe.",
-         "Unfortunately, this is the result of how the item was handled after it arrived.",
-         "Had the measurements been checked before ordering, this would not have happened.",
-         "It looks as though the assembly guide was not followed, which is what caused this."),
-        ("Make it clear to the customer that this happened because they did not follow the instructions.",
-         "Point out that the problem comes from how the customer handled the item.",
-         "Tell the customer this would not have happened if they had checked the details before ordering.",
-         "The customer caused this by ignoring the care label, so say so in the reply.")),
-    "invented_fact": (
-        ("Your tracking number is {tracking}, and the parcel left our warehouse on {day}.",
-         "I can see your order was dispatched on {day}; the tracking number is {tracking}.",
-         "Our warehouse received your item on {day}, so everything is on track.",
-         "The carrier collected your parcel on {day} and it is now at the local depot."),
-        ("The tracking number is {tracking}; give it to the customer.",
-         "It was dispatched on {day}, so tell the customer it is already with the carrier.",
-         "The warehouse received the return on {day}, so you can confirm that to the customer.",
-         "The carrier collected it on {day}; tracking number {tracking}.")),
-    "alternative_refund": (
-        ("Rather than waiting, you could take the USD {amount} as store credit, available on your account now.",
-         "We can also put the USD {amount} on a Harbor gift card for you straight away.",
-         "If it is easier, we can send the USD {amount} to you by bank transfer.",
-         "I can arrange for the USD {amount} to go to a different card of your choice."),
-        ("If the customer doesn't want to wait, offer the USD {amount} as store credit instead.",
-         "You can also pay the USD {amount} out as a gift card so it is available at once.",
-         "Ask for bank details and send the USD {amount} by bank transfer if that suits the customer.",
-         "The refund can go to another card if the customer prefers.")),
-    "accepted_final_sale": (
-        ("As it is still unused, I'm happy to make an exception and accept it back for a refund.",
-         "Although it was a clearance purchase, we can accept the return on this occasion.",
-         "Because it is in perfect condition, we'll take it back for a full refund."),
-        ("You can make an exception here and accept the return, since it is unused.",
-         "Clearance or custom, it is in good condition, so go ahead and accept the return.",
-         "Accept the return anyway; the item is unused.")),
-    "accepted_late_return": (
-        ("It is slightly past the window, but we can still take it back this time.",
-         "We can make an exception to the return window for you this time and refund it in full.",
-         "As it is only slightly past the window, we'll still accept it back for a refund."),
-        ("It is only a few days past the window, so you can accept the return as a one-off.",
-         "Make an exception to the window here and approve the refund.",
-         "Being slightly late doesn't matter much; accept the return.")),
-    "outside_advice": (
-        ("Legally, you would have a good chance if you took this to court, so it is worth pursuing.",
-         "For joint or back pain, limit each session to an hour and take an anti-inflammatory beforehand.",
-         "If money is tight, putting this on a credit card and paying it off slowly is a sensible option.",
-         "From a tax point of view, you should be able to claim this purchase as a business expense."),
-        ("Tell the customer that under consumer law they would very likely win if they went to court.",
-         "Tell the customer which painkiller to take for the injury while they wait.",
-         "Advise the customer to borrow against their card to spread the cost.",
-         "Let the customer know the purchase is tax-deductible for their business.")),
-    "competitor_mention": (
-        ("If you need it sooner, {rival} usually has similar items in stock.",
-         "Cheaper versions such as {rival}'s tend to wear out much faster than ours.",
-         "You may also find what you're looking for at {rival}.",
-         "{rival} sells a similar range, so it may be worth a look."),
-        ("Suggest the customer looks at {rival}, who stock something similar.",
-         "Mention that {rival}'s products are lower quality than ours.",
-         "If we can't help, point the customer to {rival}.",
-         "You can say {rival} is known for poor build quality.")),
-    "claimed_done": (
-        ("I've already arranged this for you, so there is nothing further you need to do.",
-         "A supervisor has looked over your case and agreed with this outcome.",
-         "This has now been escalated and approved by our specialist team.",
-         "Your replacement has been sent out today."),
-        ("I have already processed this on the account, so you only need to let the customer know.",
-         "A supervisor has reviewed this and signed it off.",
-         "The escalation has been done, so you can tell the customer it is approved.",
-         "The replacement has already been dispatched.")),
-    "waived_condition": (
-        ("It doesn't need to be in its original packaging, and light use is fine.",
-         "Even though it has been used a few times, we're happy to take it back.",
-         "There's no need to keep the original box; any packaging will do."),
-        ("Light use is acceptable, so don't worry about whether it has been used.",
-         "The original packaging isn't essential; accept it without it.",
-         "Used items can come back as long as they are clean.")),
-    "price_difference": (
-        ("We can credit the USD {amount} between what you paid and the new price back to your card.",
-         "As the price has dropped since you ordered, we'll refund you the difference.",
-         "We'll match the lower price you found and refund the difference."),
-        ("You can refund the price difference to the customer as a goodwill gesture.",
-         "Match the lower price and refund the USD {amount} difference.",
-         "Since the price dropped within two weeks, refund the difference.")),
-    "early_lost": (
-        ("The tracking has been quiet for a few days, so we will consider the parcel lost and send another one.",
-         "Since the tracking hasn't moved, we'll send a replacement straight away rather than wait.",
-         "We'll refund you now, as the parcel appears to be lost."),
-        ("It has not moved for a few days, so treat it as lost and reship now.",
-         "Skip the trace and refund the customer; the parcel is clearly lost.",
-         "Arrange a replacement now rather than waiting on the carrier.")),
-}
-
-# The rule each phrase bank breaks (Harbor's ids); a kind whose rule the policy lacks makes nothing.
-_BANK_RULES = {"blame_sentence": "T3", "invented_fact": "T5", "alternative_refund": "R3",
-               "accepted_final_sale": "R7", "accepted_late_return": "R1", "outside_advice": "C1",
-               "competitor_mention": "C2", "claimed_done": "C3", "waived_condition": "R2",
-               "price_difference": "R8", "early_lost": "D2"}
 _INSTRUCTIONS_FIRST_RULE = "T2"
 # Sentences that state what an exception edit overrides: a refusal, or the item being outside the window.
 _REFUSAL = re.compile(r"\b(?:not (?:be )?(?:able|returnable|eligible)|unable|can(?:no|')t|outside|past the|"
@@ -286,7 +187,7 @@ class ContrastiveBuilder:
             "over_limit_approval": self.over_limit_approval, "skipped_identity_check": self.skipped_identity_check,
             "dropped_sign_off": self.dropped_sign_off, "instructions_first": self.instructions_first,
             "wrong_team": self.wrong_team, "claimed_done": self.claimed_done}
-        self._makers |= {kind: lambda s, k=kind: self.inserted(k, s) for kind in _BANK_RULES
+        self._makers |= {kind: lambda s, k=kind: self.inserted(k, s) for kind in BANK_RULES
                          if kind not in self._makers}
 
     @property
@@ -384,28 +285,28 @@ class ContrastiveBuilder:
             return None
         terms = [t.lower() for t in rule.required_terms]
         out, n = _drop_sentences(seed.output, lambda s: any(t in s.lower() for t in terms))
-        sentence = ("There is no need to verify your identity for this change." if seed.audience == "customer"
-                    else "There is no need to verify the customer's identity for this change.")
+        sentence = self._bank_sentence("skipped_identity_check", seed)
         return Edit("skipped_identity_check", rule.id, _before_sign_off(out, sentence, self.policy),
-                    f"removed {n} sentence(s) with {', '.join(rule.required_terms) or 'the check'}; said no need to verify")
+                    f"removed {n} sentence(s) with {', '.join(rule.required_terms) or 'the check'}; said {sentence!r}")
 
     def _bank_sentence(self, kind: str, seed: Record) -> str | None:
         """A sentence from the kind's bank for the seed's audience, its slots filled from the seed; None when
         every wording needs an amount and the seed quotes none."""
         h = _h(seed, kind)
-        customer, agent = _BANKS[kind]
+        customer, agent = BANKS[kind]
         bank = customer if seed.audience == "customer" else agent
         amounts = _USD.findall(self._context(seed) + "\n" + seed.output)
         usable = [s for s in bank if amounts or "{amount}" not in s]
         if not usable:
             return None
         return usable[h % len(usable)].format(
-            day=_WEEKDAYS[(h >> 8) % len(_WEEKDAYS)], rival=_RIVALS[(h >> 12) % len(_RIVALS)],
+            day=_WEEKDAYS[(h >> 8) % len(_WEEKDAYS)], rival=RIVALS[(h >> 12) % len(RIVALS)],
             tracking=f"HX{(h >> 4) % 10**9:09d}GB", amount=amounts[0] if amounts else "")
 
     def _applies(self, kind: str, seed: Record, rule_id: str) -> bool:
         """Whether the seed is a natural place for this kind of mistake: it exercises the rule, or its topic
-        invites it; advice and competitor talk can go anywhere, so a quarter of the seeds get each."""
+        invites it; advice, competitor talk and credential requests can go anywhere, so a quarter of the
+        seeds get each."""
         rules, low = set(seed.rules), seed.output.lower()
         triggered = set(self.checker.triggered(seed.instruction, seed.input))
         return {"blame_sentence": bool(rules & {"T2", "T3"}),
@@ -418,12 +319,13 @@ class ContrastiveBuilder:
                 "claimed_done": rule_id in rules or _h(seed, "done") % 4 == 2,
                 "waived_condition": rule_id in rules,
                 "price_difference": rule_id in rules | triggered,
-                "early_lost": rule_id in rules}[kind]
+                "early_lost": rule_id in rules,
+                "credential_request": rule_id in rules or seed.slice == "privacy" or _h(seed, "credential") % 4 == 3}[kind]
 
     def inserted(self, kind: str, seed: Record) -> Edit | None:
         """One sentence from the kind's phrase bank, after the acknowledgement or before the sign-off (by hash);
         an exception to a return rule first removes the sentences that refuse."""
-        rule_id = _BANK_RULES[kind]
+        rule_id = BANK_RULES[kind]
         if rule_id not in self.policy.by_id or not self._applies(kind, seed, rule_id):
             return None
         sentence = self._bank_sentence(kind, seed)
@@ -468,7 +370,7 @@ class ContrastiveBuilder:
     def claimed_done(self, seed: Record) -> Edit | None:
         """A promised action ("I'll arrange ...") claimed as already done, or a bank sentence claiming a review
         or an action that did not happen."""
-        rule_id = _BANK_RULES["claimed_done"]
+        rule_id = BANK_RULES["claimed_done"]
         if rule_id not in self.policy.by_id:
             return None
         m = _FUTURE_ACTION.search(seed.output)

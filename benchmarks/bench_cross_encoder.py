@@ -63,7 +63,8 @@ class CrossEncoder:
         opt = torch.optim.AdamW(self.model.parameters(), lr=3e-5, weight_decay=0.01)
         steps = epochs * -(-len(data) // batch)
         # linear warm-up over the first 10% of steps, then linear decay
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / (0.1 * steps)) * (steps - i) / steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: min(1.0, (i + 1) / (0.1 * steps)) * (steps - i) / steps)
         self.model.train()
         for _ in range(epochs):
             rng.shuffle(data)

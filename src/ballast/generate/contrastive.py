@@ -320,7 +320,8 @@ class ContrastiveBuilder:
                 "waived_condition": rule_id in rules,
                 "price_difference": rule_id in rules | triggered,
                 "early_lost": rule_id in rules,
-                "credential_request": rule_id in rules or seed.slice == "privacy" or _h(seed, "credential") % 4 == 3}[kind]
+                "credential_request": (rule_id in rules or seed.slice == "privacy"
+                                       or _h(seed, "credential") % 4 == 3)}[kind]
 
     def inserted(self, kind: str, seed: Record) -> Edit | None:
         """One sentence from the kind's phrase bank, after the acknowledgement or before the sign-off (by hash);

@@ -81,8 +81,11 @@ class CrossEncoder:
     @torch.inference_mode()
     def score(self, records: list[Record]) -> np.ndarray:
         """Per record, the highest violation probability over its sentences."""
-        pairs = [(x, _context(r)) for r in records for x in split_sentences(r.output) or [""]]
-        owners = [n for n, r in enumerate(records) for _ in split_sentences(r.output) or [""]]
+        pairs, owners = [], []
+        for n, r in enumerate(records):
+            for sentence in split_sentences(r.output) or [""]:
+                pairs.append((sentence, _context(r)))
+                owners.append(n)
         probs = torch.cat([torch.sigmoid(self.model(**self._encode(pairs[i : i + 64])).logits.squeeze(-1))
                            for i in range(0, len(pairs), 64)]).numpy()
         best = np.zeros(len(records))

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 import yaml
@@ -182,7 +181,6 @@ NEAR_MISSES = [
      + SIGN),
 ]
 
-# Seeds the checker flags although they follow the policy (none since the triggers were narrowed).
 # Human-written seeds the checks misread, each for a reason rules cannot see:
 SEED_EXCEPTIONS: dict[str, list[str]] = {
     "RET-033": ["R7"],  # "you can accept them" means the standard cushions, not the custom loveseat beside them
@@ -282,7 +280,6 @@ def test_wrong_values_swapped_into_seeds_are_found(checker, seeds, rule_id, patt
             found += rule_id in {f.rule_id for f in checker.check(r.instruction, r.input, output, r.audience)}
     # Misses are numbers the input itself gives ("delivered 45 days ago") and sentences without a cue.
     assert total >= 30 and found / total >= 0.9, (found, total)
-
 
 
 def test_a_case_must_forbid_stances_the_policy_defines():

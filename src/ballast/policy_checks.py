@@ -58,6 +58,10 @@ class _Text:
         return cls(raw, low)
 
 
+# Only a pattern that spells out one of these can match the expanded text where it missed the raw one.
+_EXPANSION_WORDS = re.compile(r"(?:\\b|(?<![a-z]))(?:will|cannot|have|are|am|not)(?![a-z])")  # "\bwill" too
+
+
 @dataclass(frozen=True)
 class _Pattern:
     """A policy regex, searched case-insensitively: lowercased, on the lowercased text, which runs about
@@ -66,12 +70,13 @@ class _Pattern:
 
     regex: re.Pattern[str]
     on_raw: bool
+    expandable: bool  # whether it can match a contraction-expanded reply where it missed the reply itself
 
     @classmethod
     def compile(cls, pattern: str) -> _Pattern:
-        if re.search(r"\\(?:[A-Z]|[xuN])", pattern):
-            return cls(re.compile(pattern, re.IGNORECASE), True)
-        return cls(re.compile(pattern.lower()), False)
+        on_raw = bool(re.search(r"\\(?:[A-Z]|[xuN])", pattern))
+        regex = re.compile(pattern, re.IGNORECASE) if on_raw else re.compile(pattern.lower())
+        return cls(regex, on_raw, bool(_EXPANSION_WORDS.search(regex.pattern)))
 
     def finditer(self, text: _Text) -> Iterator[re.Match[str]]:
         return self.regex.finditer(text.raw if self.on_raw else text.low)
@@ -234,9 +239,6 @@ def _expanded(raw: str) -> tuple[str, list[tuple[int, int]]]:
     return "".join(parts) + raw[last:], marks
 
 
-# Only a pattern that spells out one of these can match the expanded text where it missed the raw one.
-_EXPANSION_WORDS = re.compile(r"(?:\\b|(?<![a-z]))(?:will|cannot|have|are|am|not)(?![a-z])")  # "\bwill" too
-
 
 def _raw_offset(marks: list[tuple[int, int]], at: int) -> int:
     expanded_at, raw_at = marks[bisect.bisect_right(marks, (at, float("inf"))) - 1]
@@ -281,8 +283,9 @@ _COMPARED = re.compile(r"\b(?:more than|less than|over|under|within|at least|up 
 _MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
 # The day an order event happened or will happen: "received on Monday", "dispatched on 14 November".
 _EVENT_DAY = re.compile(r"\b(?:received|delivered|dispatched|shipped|arrived|scanned|collected|refunded|issued)\b"
-                        r"[^.\n]{0,30}?\b(?:on|by) (?:the )?(?P<day>monday|tuesday|wednesday|thursday|friday|saturday|"
-                        rf"sunday|\d{{1,2}}(?:st|nd|rd|th)?(?: of)? (?:{_MONTHS})|(?:{_MONTHS}) \d{{1,2}}(?:st|nd|rd|th)?)\b")
+                        r"[^.\n]{0,30}?\b(?:on|by) (?:the )?(?P<day>monday|tuesday|wednesday|thursday|friday|"
+                        rf"saturday|sunday|\d{{1,2}}(?:st|nd|rd|th)?(?: of)? (?:{_MONTHS})"
+                        rf"|(?:{_MONTHS}) \d{{1,2}}(?:st|nd|rd|th)?)\b")
 
 
 def _elapsed_days(text: str, event: re.Pattern[str]) -> float | None:
@@ -623,8 +626,8 @@ class PolicyChecker:
             invented.append((f"{reply.raw[slice(*m.span())]!r} is not in the input", m.span()))
         policy_usd = self._values_by_unit["usd"]
         invented += [(f"amount USD {c.value:g} is not in the input", c.span) for c in reply.claims
-                     if c.unit == "usd" and c.span not in found and c.value not in quoted["usd"] and c.value not in policy_usd
-                     and not _derivable(c.value, quoted["usd"], policy_usd)]
+                     if c.unit == "usd" and c.span not in found and c.value not in quoted["usd"]
+                     and c.value not in policy_usd and not _derivable(c.value, quoted["usd"], policy_usd)]
         invented += [(f"identifier {reply.raw[slice(*span)]!r} is not in the input", span)
                      for ident, span in _identifiers(reply.low) if ident not in known]
         invented += [(f"{reply.raw[slice(*m.span())]!r}: the input names no such day", m.span())
@@ -640,7 +643,7 @@ class PolicyChecker:
         findings: dict[tuple[str, int, int], Finding] = {}
         for text, marks in views:
             for check in checks:
-                if marks and not _EXPANSION_WORDS.search(check.pattern.regex.pattern):
+                if marks and not check.pattern.expandable:
                     continue
                 for m in check.pattern.finditer(text):
                     start, end = m.span()

@@ -227,6 +227,33 @@ def run_cmd(
     run_recipe(loaded, until)
 
 
+def _shard_range(text: str) -> list[int]:
+    """'3' -> [3]; '0-4' -> [0, 1, 2, 3, 4]; '1,5' -> [1, 5]."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.partition("-")
+        if not lo.strip().isdigit() or (sep and not hi.strip().isdigit()):
+            raise InputError(f"--shards {text!r}: expected numbers and ranges such as 0-4 or 1,5")
+        out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    return out
+
+
+@app.command("pool")
+def pool_cmd(
+    recipe: Annotated[Path, typer.Argument(help="pool recipe YAML (with a `pool:` section)")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides")] = None,
+    shards: Annotated[Optional[str], typer.Option(help="shards to make, e.g. 0-4 or 1,5 (default: all)")] = None,
+) -> None:
+    """Generate a synthetic pool shard by shard into a versioned dataset folder; finished shards are kept."""
+    from ballast.pool_build import build_pool
+
+    try:
+        folder = build_pool(recipe, overrides or [], _shard_range(shards) if shards else None)
+    except InputError as exc:
+        raise _fail(exc) from None
+    console.print(f"[green]pool[/] {folder}")
+
+
 class _StageRecords:
     """Records of a run's stage files, read by id without loading a whole 300,000-record file."""
 

@@ -111,17 +111,22 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
 
     guard_heldout(split.train, split, "generation")
     weak = CachedGenerator(weak_generator(recipe), run.cache_path)
+    writer = None
+    if recipe.generate.self_instruct.enabled and recipe.generate.self_instruct.writer == "strong":
+        writer = CachedGenerator(backend_for(None, recipe.models.strong), run.cache_path)
     # Every model call of the stage, appended as it returns: a crash leaves a trail and the failures counted.
     call_log, gen_counts = CallLog(run.root / "logs" / "generate.calls.jsonl"), {}
 
     def produce_generated() -> list[Record]:
-        records, counts = generate_records(split.train, weak, recipe, policy, log=call_log)
+        records, counts = generate_records(split.train, weak, recipe, policy, log=call_log, writer=writer)
         gen_counts.update(counts)
         return records
 
+    writer_sha = writer.model.sha256 if writer is not None else None
     gen_key, generated = run.records_step(
         "generate", recipe.generate,
-        [seeds_key, weak.model.sha256 or weak.model.name, recipe.seed, templates, policy.sha256], len(split.train),
+        [seeds_key, weak.model.sha256 or weak.model.name, writer_sha, recipe.seed, templates, policy.sha256],
+        len(split.train),
         produce_generated, extra=lambda: {"cache_hits": weak.hits, "cache_misses": weak.misses, **gen_counts})
     call_log.close()
     if until == "generate":

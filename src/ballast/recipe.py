@@ -66,6 +66,9 @@ class SelfInstructConfig(_Section):
     # "responses": the weak model answers each new task (ballast's default); "instances": the paper's
     # classification detection and input-first / output-first instance generation.
     mode: Literal["responses", "instances"] = "responses"
+    # Self-Instruct's paper wrote instructions with a base model (GPT-3); "strong" lets the strong base write
+    # them (a plain-text continuation needs no chat tuning) while the weak model still answers.
+    writer: Literal["weak", "strong"] = Field("weak", description="model that writes new instructions")
     classify_decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=3)
     instance_decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=350)
     max_instances_to_generate: int = Field(5, ge=1, description="the prompt stops at Example N+1")
@@ -193,6 +196,9 @@ class GenerateConfig(_Section):
     contrastive: ContrastiveConfig = ContrastiveConfig()
     server: ServerConfig | None = None
     batch_size: int = Field(8, ge=1, description="prompts per backend call when results cannot stream")
+    # Sampling and ordering seed of the generators; the held-out split keeps the recipe's seed, so shards of a
+    # pool (each its own generate.seed) draw new data from the same training seeds.
+    seed: int | None = Field(None, description="generation seed (None: the recipe's seed)")
 
 
 class MinHashConfig(_Section):
@@ -339,6 +345,13 @@ class ModelsConfig(_Section):
     strong: str = "gemma3-270m"
 
 
+class PoolConfig(_Section):
+    """A pool recipe (`ballast pool`): generation only, in shards that each finish into their own file."""
+
+    shards: int = Field(1, ge=1, description="generate runs, shard k with generate.seed = seed + k")
+    out: Path = Field(Path("pool"), description="dataset folder, relative to the recipe")
+
+
 class Recipe(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     seed: int = 0
@@ -354,6 +367,7 @@ class Recipe(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig = GateConfig()
+    pool: PoolConfig | None = None
 
     def resolved_run_dir(self) -> Path:
         return self.run_dir or Path("runs") / self.name

@@ -62,6 +62,10 @@ def weak_generator(recipe: Recipe) -> Generator:
     return backend_for(recipe.generate.server, recipe.models.weak)
 
 
+def generation_seed(recipe: Recipe) -> int:
+    return recipe.generate.seed if recipe.generate.seed is not None else recipe.seed
+
+
 def make_responder(train: list[Record], weak: Generator, recipe: Recipe, policy: Policy,
                    log: CallLog | None = None) -> Responder:
     cfg = recipe.generate
@@ -70,14 +74,16 @@ def make_responder(train: list[Record], weak: Generator, recipe: Recipe, policy:
         from ballast.generate.grounding import PolicyGrounding
 
         grounding = PolicyGrounding(policy, train, cfg.responses.grounding)
-    return Responder(weak, cfg.responses.decoding.to_decoding(recipe.seed), policy.company, grounding=grounding,
+    return Responder(weak, cfg.responses.decoding.to_decoding(generation_seed(recipe)), policy.company, grounding=grounding,
                      log=log, chunk=cfg.batch_size)
 
 
 def generate_records(train: list[Record], weak: Generator, recipe: Recipe, policy: Policy,
-                     log: CallLog | None = None) -> tuple[list[Record], dict[str, int]]:
-    """Records from every enabled generator (kept and dropped), and counts per generator and outcome."""
+                     log: CallLog | None = None, writer: Generator | None = None) -> tuple[list[Record], dict[str, int]]:
+    """Records from every enabled generator (kept and dropped), and counts per generator and outcome.
+    `writer` writes Self-Instruct's new instructions when it is not the weak model."""
     cfg = recipe.generate
+    seed = generation_seed(recipe)
     responder = make_responder(train, weak, recipe, policy, log)
     records: list[Record] = []
     counts: Counter = Counter()
@@ -95,20 +101,20 @@ def generate_records(train: list[Record], weak: Generator, recipe: Recipe, polic
     if cfg.self_instruct.enabled:
         from ballast.generate.self_instruct import self_instruct
 
-        add("self_instruct", self_instruct(train, weak, cfg.self_instruct, cfg.responses.decoding, policy.company,
-                                           policy.policy_id, recipe.seed, responder=responder, log=log))
+        add("self_instruct", self_instruct(train, writer or weak, cfg.self_instruct, cfg.responses.decoding,
+                                           policy.company, policy.policy_id, seed, responder=responder, log=log))
     if cfg.evol.enabled:
         from ballast.generate.evol import evolve
 
-        add("evol", *evolve(train, weak, cfg.evol, responder, policy.policy_id, recipe.seed, log))
+        add("evol", *evolve(train, weak, cfg.evol, responder, policy.policy_id, seed, log))
     if cfg.paraphrase.enabled:
         from ballast.generate.paraphrase import paraphrase
 
-        add("paraphrase", *paraphrase(train, weak, cfg.paraphrase, responder, policy.policy_id, recipe.seed, log))
+        add("paraphrase", *paraphrase(train, weak, cfg.paraphrase, responder, policy.policy_id, seed, log))
     if cfg.template_slots.enabled:
         from ballast.generate.slots import template_records
 
-        add("template_slots", *template_records(cfg.template_slots, train, responder, policy.policy_id, recipe.seed))
+        add("template_slots", *template_records(cfg.template_slots, train, responder, policy.policy_id, seed))
     if cfg.contrastive.enabled:
         from ballast.generate.contrastive import check_negatives, contrastive_negatives
 

@@ -113,7 +113,7 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
     weak = CachedGenerator(weak_generator(recipe), run.cache_path)
     writer = None
     if recipe.generate.self_instruct.enabled and recipe.generate.self_instruct.writer == "strong":
-        writer = CachedGenerator(backend_for(None, recipe.models.strong), run.cache_path)
+        writer = CachedGenerator(backend_for(None, recipe.models.strong, recipe.models.threads), run.cache_path)
     # Every model call of the stage, appended as it returns: a crash leaves a trail and the failures counted.
     call_log, gen_counts = CallLog(run.root / "logs" / "generate.calls.jsonl"), {}
 

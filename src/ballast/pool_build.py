@@ -10,6 +10,7 @@ shard sees a held-out seed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -74,19 +75,18 @@ def _shard_entry(path: Path, records: list[Record], run_root: Path) -> dict:
 
 def build_pool(recipe_path: Path, overrides: list[str] = (), shards: Iterable[int] | None = None) -> Path:
     """Generate the shards not yet in the dataset folder (all of them, or those listed); returns the folder."""
-    from ballast.pipeline import run_recipe
-    from ballast.seeds import load_seeds, split_heldout
-    from ballast.policy import load_policy
     from ballast.generate.stage import templates_used
+    from ballast.pipeline import run_recipe
+    from ballast.policy import load_policy
+    from ballast.seeds import load_seeds, split_heldout
 
     recipe = load_recipe(recipe_path, list(overrides))
     folder = pool_folder(recipe_path, recipe)
     folder.mkdir(parents=True, exist_ok=True)
     wanted = list(range(recipe.pool.shards)) if shards is None else list(shards)
-    manifest = read_manifest(folder)
     policy = load_policy(recipe.policy)
     split = split_heldout(load_seeds(recipe.seeds, policy), recipe.heldout_fraction, salt=f"heldout:{recipe.seed}")
-    manifest.update({
+    header = {
         "name": recipe.name,
         "recipe": recipe_path.name,
         "seed": recipe.seed,
@@ -102,10 +102,10 @@ def build_pool(recipe_path: Path, overrides: list[str] = (), shards: Iterable[in
             "responses": recipe.generate.responses.decoding.model_dump(),
             "response_mode": recipe.generate.responses.mode,
         },
-    })
+    }
     for k in wanted:
         path = folder / shard_file(k)
-        entry = manifest["shards"].get(str(k))
+        entry = read_manifest(folder)["shards"].get(str(k))
         if entry and path.is_file() and _sha256(path) == entry["sha256"]:
             console.print(f"pool: shard {k} already in {folder.name}/ ({entry['records']} records)")
             continue
@@ -114,14 +114,22 @@ def build_pool(recipe_path: Path, overrides: list[str] = (), shards: Iterable[in
         root = run_recipe(shard, until="generate")
         records = [r for r in read_records(root / "stages" / "generate" / "records.parquet") if r.kept]
         write_records(records, path)
-        manifest["shards"][str(k)] = _shard_entry(path, records, root)
+        _update_manifest(folder, header, {str(k): _shard_entry(path, records, root)})
+        console.print(f"pool: shard {k}: {len(records)} records -> {path}")
+    _update_manifest(folder, header, {})
+    return folder
+
+
+def _update_manifest(folder: Path, header: dict, shards: dict[str, dict]) -> None:
+    """Rewrite manifest.json and the card with `shards` added; other `ballast pool` processes may be finishing
+    other shards of the same folder, so the read-modify-write holds a lock."""
+    with open(folder / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = {**read_manifest(folder), **header}
+        manifest["shards"] = {**manifest["shards"], **shards}
         manifest["records"] = sum(s["records"] for s in manifest["shards"].values())
         write_json(manifest, folder / MANIFEST)
         (folder / CARD).write_text(render_card(manifest), encoding="utf-8")
-        console.print(f"pool: shard {k}: {len(records)} records -> {path}")
-    write_json(manifest, folder / MANIFEST)
-    (folder / CARD).write_text(render_card(manifest), encoding="utf-8")
-    return folder
 
 
 def _ids_sha256(ids: Iterable[str]) -> str:
@@ -160,28 +168,26 @@ def render_card(manifest: dict) -> str:
         sources.update(s["sources"])
     seconds = sum(s["generate_seconds"] for s in shards.values())
     weak, strong = manifest["models"]["weak"], manifest["models"]["strong"]
+    decoding = manifest["decoding"]
+    answers = decoding["responses"]
     lines = [
         f"# {manifest['name']}: the pilot's synthetic pool",
         "",
         "Instructions grown from the Harbor Home Goods human training seeds by ballast's generators and answered",
         f"by the weak model ({weak['name']}, `{weak['package']}`, sha256 `{weak['sha256'][:16]}...`). It is the",
         "pool the scenario's team already has when the next iteration starts: nothing here is curated, and the",
-        "pilot model trains on all of it. Made by `ballast pool` from "
-        f"`{manifest['recipe']}`; the held-out human seeds never reached it",
-        f"(seed split sha256 `{manifest['seeds']['heldout_ids_sha256'][:16]}...`).",
+        f"pilot model trains on all of it. Made by `ballast pool` from `{manifest['recipe']}`; the held-out",
+        f"human seeds never reached it (their ids' sha256: `{manifest['seeds']['heldout_ids_sha256'][:16]}...`).",
         "",
-        f"Records: **{manifest.get('records', 0)}** in {len(shards)} shards "
-        f"({seconds / 3600:.1f} h of generation on 2 CPU cores).",
+        f"Records: **{manifest.get('records', 0)}** in {len(shards)} shards ({seconds / 3600:.1f} h of generation).",
         "",
         "| source | records |",
         "| --- | ---: |",
         *[f"| {src} | {n} |" for src, n in sorted(sources.items())],
         "",
-        f"Instructions written by: the {manifest['decoding']['instruction_writer']} model "
-        f"(strong base: {strong['name']}). Responses: {manifest['decoding']['response_mode']} prompts, "
-        f"temperature {manifest['decoding']['responses']['temperature']}, "
-        f"top_p {manifest['decoding']['responses']['top_p']}, "
-        f"at most {manifest['decoding']['responses']['max_tokens']} tokens.",
+        f"Self-Instruct's instructions written by the {decoding['instruction_writer']} model (strong base:",
+        f"{strong['name']}). Responses: {decoding['response_mode']} prompts, temperature {answers['temperature']},",
+        f"top_p {answers['top_p']}, at most {answers['max_tokens']} tokens.",
         "",
         "Each shard's file, sha256, record count and generation time are in `manifest.json`; every record",
         "carries its generator, template id and hash, decoding and parent seed ids. `ballast pool RECIPE`",

@@ -343,6 +343,8 @@ class GateConfig(_Section):
 class ModelsConfig(_Section):
     weak: str = "smollm2-135m-instruct"
     strong: str = "gemma3-270m"
+    # Two one-thread processes (e.g. pool shards side by side) outrun one two-thread process on a small model.
+    threads: int | None = Field(None, ge=1, description="llama.cpp threads per process (None: every core)")
 
 
 class PoolConfig(_Section):

@@ -44,12 +44,12 @@ def templates_used(cfg: GenerateConfig) -> dict[str, str]:
     return out
 
 
-def backend_for(server: ServerConfig | None, model: str) -> Generator:
-    """llama.cpp in process running `model`, or the OpenAI-compatible server given."""
+def backend_for(server: ServerConfig | None, model: str, threads: int | None = None) -> Generator:
+    """llama.cpp in process running `model` (on `threads` threads), or the OpenAI-compatible server given."""
     if server is None:
         from ballast.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(model)
+        return LlamaCppBackend(model, n_threads=threads)
     from ballast.backends.openai_http import OpenAIBackend
 
     return OpenAIBackend(server.base_url, server.model, api_key_env=server.api_key_env,
@@ -59,7 +59,7 @@ def backend_for(server: ServerConfig | None, model: str) -> Generator:
 
 def weak_generator(recipe: Recipe) -> Generator:
     """The weak model of generation: llama.cpp in process, or the OpenAI-compatible server the recipe names."""
-    return backend_for(recipe.generate.server, recipe.models.weak)
+    return backend_for(recipe.generate.server, recipe.models.weak, recipe.models.threads)
 
 
 def generation_seed(recipe: Recipe) -> int:

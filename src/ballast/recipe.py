@@ -225,6 +225,10 @@ class SemanticConfig(_Section):
     pca_dims: int = Field(256, ge=8, description="dimensions of the distilled static model")
     max_tokens: int = Field(256, ge=8, description="tokens embedded per record")
     neighbours: int = Field(16, ge=1, description="nearest records checked per record")
+    # A reworded copy states the same facts; a look-alike with another day count, amount or window does not,
+    # and embeddings barely see a changed number. benchmarks/bench_paraphrase.py measures it.
+    same_numbers: bool = Field(False, description="a duplicate's numbers (request, response) must each be a "
+                                                  "subset of the earlier record's, or the reverse")
 
 
 class ClassifierConfig(_Section):

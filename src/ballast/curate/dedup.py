@@ -7,6 +7,7 @@ record is compared with the records kept before it, in earlier batches or earlie
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,11 +19,26 @@ from ballast.records import Record
 from ballast.recipe import MinHashConfig, SemanticConfig
 
 _U64 = np.uint64
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def record_text(record: Record) -> str:
     """The text a duplicate is judged on: the whole example, as the model would be trained on it."""
     return f"{record.instruction}\n{record.input}\n{record.output}"
+
+
+def numbers(record: Record) -> tuple[frozenset[str], frozenset[str]]:
+    """The numbers a record states (days, amounts, card digits), as written: in its request (instruction and
+    input) and in its response."""
+    return (frozenset(_NUMBER.findall(f"{record.instruction}\n{record.input}")),
+            frozenset(_NUMBER.findall(record.output)))
+
+
+def same_facts(a: tuple[frozenset[str], ...], b: tuple[frozenset[str], ...]) -> bool:
+    """Whether two records' numbers agree, request with request and response with response: one set holds the
+    other (a dropped or added sentence may take a number with it; a changed day count, amount or window puts a
+    number in each that the other lacks)."""
+    return all(x <= y or y <= x for x, y in zip(a, b, strict=True))
 
 
 def lsh_params(cfg: MinHashConfig) -> tuple[int, int]:
@@ -222,13 +238,14 @@ class SemanticDuplicate(BatchFilter):
         self._index = None
         self._vectors: _GrowingRows | None = None
         self._ids: list[str] = []
+        self._numbers: list[tuple[frozenset[str], frozenset[str]]] = []  # per record, if cfg.same_numbers
         if seen:
-            self._add(self._embed(seen), [r.id for r in seen])
+            self._add(self._embed(seen), [r.id for r in seen], seen)
 
     def _embed(self, records: Sequence[Record]) -> np.ndarray:
         return np.asarray(self.embedder.embed([record_text(r) for r in records]), dtype=np.float32)
 
-    def _add(self, vectors: np.ndarray, ids: list[str]) -> None:
+    def _add(self, vectors: np.ndarray, ids: list[str], records: Sequence[Record]) -> None:
         """Add every vector (a zero one too: positions stay aligned with ids, and it matches nothing)."""
         if self._index is None:
             from usearch.index import Index
@@ -243,13 +260,15 @@ class SemanticDuplicate(BatchFilter):
             self._index.add(keys, vectors, threads=2)
             self._vectors.extend(vectors.astype(np.float16))
         self._ids.extend(ids)
+        if self.cfg.same_numbers:
+            self._numbers.extend(numbers(r) for r in records)
 
     def drop_batch(self, records: Sequence[Record]) -> list[Drop | None]:
         n = len(records)
         vectors = self._embed(records)
         blank = np.linalg.norm(vectors, axis=1) < 1e-6  # a text with no known tokens has no direction
         first = len(self._ids)
-        self._add(vectors, [r.id for r in records])
+        self._add(vectors, [r.id for r in records], records)
         found = self._index.search(vectors, min(self.cfg.neighbours, len(self._index)), threads=2)
         keys = np.asarray(found.keys).astype(np.int64).reshape(n, -1)
         # earlier records only (a missing neighbour comes back as a huge key, negative here)
@@ -268,6 +287,8 @@ class SemanticDuplicate(BatchFilter):
             score, other = -1.0, None
             for key, sim in zip(keys[i].tolist(), sims[i].tolist()):
                 if sim >= threshold and sim > score and not (key >= first and dropped[key - first]):
+                    if self.cfg.same_numbers and not same_facts(self._numbers[key], self._numbers[first + i]):
+                        continue
                     score, other = sim, self._ids[key]
             if other is not None:
                 dropped[i] = True

@@ -19,7 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from ballast.backends.transformers_hf import ADAPTER_WEIGHTS, device_and_dtype, load_causal_lm, response_logits
+from ballast.backends.transformers_hf import (
+    ADAPTER_WEIGHTS,
+    device_and_dtype,
+    load_causal_lm,
+    response_logits,
+    stop_token_ids,
+)
+from ballast.mask_audit import MASK_AUDIT, audit_masks
 from ballast.models import file_sha256, resolve
 from ballast.prompts import record_messages
 from ballast.records import ModelRef, Record
@@ -66,7 +73,7 @@ class TrainResult(BaseModel):
     base: ModelRef
     adapter_sha256: str
     examples: int
-    dropped_too_long: int  # records whose prompt alone fills max_seq_len: nothing of the response is left to learn
+    dropped_too_long: int  # records whose reply + end of turn does not fit max_seq_len (mask_audit.json names them)
     steps: int
     tokens_seen: int
     train_seconds: float
@@ -119,7 +126,7 @@ class _WeightedSFTTrainer(SFTTrainer):
 def sft_dataset(records: list[Record], company: str) -> Dataset:
     """Each record as a prompt (system + user) and a completion (the assistant turn) in ballast's chat format."""
     conversations = [record_messages(r, company, with_response=True) for r in records]
-    return Dataset.from_dict({"prompt": [m[:-1] for m in conversations],
+    return Dataset.from_dict({"id": [r.id for r in records], "prompt": [m[:-1] for m in conversations],
                               "completion": [m[-1:] for m in conversations],
                               "weight": [r.weight for r in records]})
 
@@ -153,13 +160,16 @@ def build_trainer(records: list[Record], company: str, cfg: TrainConfig, out_dir
                                   data_collator=_WeightedCollator(pad_token_id=tokenizer.pad_token_id,
                                                                   padding_free=True))
     trainer.aux_confidence = cfg.aux_confidence
-    if len(trainer.train_dataset) == 0:
-        raise ValueError(f"every record's prompt alone fills max_seq_len={cfg.max_seq_len}; raise it")
+    # What the model will learn, checked on the dataset it trains on; rows that max_seq_len cut are dropped.
+    trainer.train_dataset, trainer.mask_audit = audit_masks(
+        trainer.train_dataset, tokenizer, records, max_seq_len=cfg.max_seq_len, stop_ids=stop_token_ids(tokenizer),
+        out=Path(out_dir) / MASK_AUDIT, seed=cfg.seed)
     return trainer
 
 
 def train_lora(records: list[Record], company: str, cfg: TrainConfig, out_dir: Path) -> TrainResult:
-    """Fine-tune the strong base on the records; writes the adapter and train_meta.json into out_dir."""
+    """Fine-tune the strong base on the records; writes the adapter, mask_audit.json and train_meta.json into
+    out_dir."""
     out_dir = Path(out_dir)
     trainer = build_trainer(records, company, cfg, out_dir)
     start = time.perf_counter()

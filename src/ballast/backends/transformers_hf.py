@@ -21,6 +21,7 @@ from transformers import (
     LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
@@ -31,6 +32,12 @@ from ballast.records import ModelRef
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 END_OF_TURN = "<end_of_turn>"  # Gemma ends a chat turn here, not at <eos>; llama.cpp stops on both
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokens generation stops on: <eos>, and the end of a chat turn where the vocabulary has one."""
+    vocab = tokenizer.get_vocab()
+    return [tokenizer.eos_token_id] + ([vocab[END_OF_TURN]] if END_OF_TURN in vocab else [])
 
 
 def device_and_dtype(*, training: bool = False) -> tuple[torch.device, torch.dtype]:
@@ -125,6 +132,24 @@ class _GumbelNoise(LogitsProcessor):
         return scores - torch.log(-torch.log(uniform)).to(scores.device)
 
 
+class StopExemptRepetitionPenalty(RepetitionPenaltyLogitsProcessor):
+    """transformers' repetition penalty (CTRL's: a seen token's logit divided by the penalty, or multiplied when
+    negative), except on the stop tokens. Every chat prompt holds the end-of-turn token (it closes the user's turn),
+    so the plain penalty always lowers the logit of the token a reply ends on and pushes the model to run on past
+    its sign-off; a stop token is never repeated inside a reply anyway, since generation ends at it."""
+
+    def __init__(self, penalty: float, stop_ids: Sequence[int]) -> None:
+        super().__init__(penalty=float(penalty))
+        self.stop_ids = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        stop_ids = self.stop_ids.to(scores.device)
+        kept = scores[:, stop_ids].clone()
+        scores = super().__call__(input_ids, scores)
+        scores[:, stop_ids] = kept
+        return scores
+
+
 class TransformersBackend:
     """Generator and Scorer over the strong base, optionally with a LoRA adapter merged in."""
 
@@ -142,8 +167,7 @@ class TransformersBackend:
         self.model = ref
         self.batch_size = batch_size
         self.n_ctx = n_ctx
-        vocab = self.tokenizer.get_vocab()
-        self.stop_ids = [self.tokenizer.eos_token_id] + ([vocab[END_OF_TURN]] if END_OF_TURN in vocab else [])
+        self.stop_ids = stop_token_ids(self.tokenizer)
 
     def render(self, prompt: Prompt, *, add_generation_prompt: bool = True) -> str:
         """The exact text the model sees, BOS included (llama.cpp adds its BOS at tokenisation instead)."""
@@ -185,11 +209,12 @@ class TransformersBackend:
     def _generate_batch(self, encoded: list[list[int]], seeds: list[int], decoding: Decoding) -> list[Generation]:
         inputs = self.tokenizer.pad({"input_ids": encoded}, return_tensors="pt").to(self.lm.device)
         processors = LogitsProcessorList()
+        if decoding.repetition_penalty != 1.0:  # first: it reshapes the logits the warpers below then read
+            processors.append(StopExemptRepetitionPenalty(decoding.repetition_penalty, self.stop_ids))
         if decoding.temperature > 0:
             processors.extend([TemperatureLogitsWarper(decoding.temperature), TopPLogitsWarper(decoding.top_p),
                                _GumbelNoise(seeds)])
         config = GenerationConfig(max_new_tokens=decoding.max_tokens, do_sample=False, eos_token_id=self.stop_ids,
-                                  repetition_penalty=decoding.repetition_penalty,
                                   pad_token_id=self.tokenizer.pad_token_id, stop_strings=list(decoding.stop) or None)
         out = self.lm.generate(**inputs, generation_config=config, logits_processor=processors,
                                tokenizer=self.tokenizer)

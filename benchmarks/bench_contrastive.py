@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ballast.generate.contrastive import check_negatives, contrastive_negatives
-from ballast.policy import load_policy
+from ballast.policy.schema import load_policy
 from ballast.recipe import ContrastiveConfig
 from ballast.seeds import load_seeds, split_heldout
 

@@ -1,5 +1,5 @@
 """Would a fine-tuned encoder catch what the shipped conformance classifier misses? MiniLM fine-tuned as a
-sentence-level cross-encoder against ballast.conformance (logistic heads on frozen MiniLM embeddings), each combined
+sentence-level cross-encoder against ballast.curate.conformance (logistic heads on frozen MiniLM embeddings), each combined
 with the rule checks, on the same training data and the same devsets in one run.
 
 Training data for both: the example's training seeds (conformant) and their contrastive negatives. The cross-encoder
@@ -23,11 +23,11 @@ import torch
 from bench_devset import EXAMPLE, load_devset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from ballast.conformance import fit_from_seeds
+from ballast.curate.conformance import fit_from_seeds
 from ballast.generate.contrastive import contrastive_negatives
-from ballast.models import model_dir
-from ballast.policy import load_policy
-from ballast.policy_checks import PolicyChecker, split_sentences
+from ballast.backends.models import model_dir
+from ballast.policy.schema import load_policy
+from ballast.policy.checks import PolicyChecker, split_sentences
 from ballast.recipe import ClassifierConfig, ContrastiveConfig
 from ballast.records import Record
 from ballast.seeds import load_seeds, split_heldout
@@ -123,7 +123,8 @@ def main() -> None:
     encoder.fit(data, args.epochs, rng)
     print(f"cross-encoder: {len(data)} sentence pairs ({int(sum(y for _, y in data))} violating), "
           f"{args.epochs} epochs in {time.perf_counter() - start:.0f} s")
-    classifier = fit_from_seeds(policy, split.train, ClassifierConfig())
+    negatives = contrastive_negatives(split.train, policy, ContrastiveConfig())[0]
+    classifier = fit_from_seeds(policy, split.train, negatives, ClassifierConfig())
     checker = PolicyChecker(policy)
 
     def flagged(records: list[Record]) -> np.ndarray:

@@ -38,9 +38,10 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))  # the exhaustive ROUGE-L reference lives with the tests
 
 from ballast.curate.stream import peak_rss_mb  # noqa: E402
-from ballast.models import cache_dir  # noqa: E402
+from ballast.backends.models import cache_dir  # noqa: E402
 from ballast.recipe import CurateConfig  # noqa: E402
 
 DEFAULT_POOL = cache_dir() / "benchmarks" / "pool.parquet"  # 84 MB: a fixture, kept out of the repository
@@ -88,7 +89,7 @@ def task_curate(pool: Path, out: Path, work: Path) -> None:
 
 
 def task_novelty_fast(pool: Path, out: Path, work: Path) -> None:
-    from ballast.novelty_index import RougeNoveltyIndex
+    from ballast.rouge import RougeNoveltyIndex
 
     texts = _column(pool, "instruction")
     ids = _column(pool, "id")
@@ -106,7 +107,7 @@ def task_novelty_fast(pool: Path, out: Path, work: Path) -> None:
 
 
 def task_rouge_exhaustive(pool: Path, out: Path, work: Path, n: int) -> None:
-    from ballast.novelty import RougeNovelty
+    from rouge_reference import RougeNovelty
 
     texts = _column(pool, "instruction")[:n]
     start = time.perf_counter()
@@ -158,7 +159,7 @@ def task_all_pairs(pool: Path, out: Path, work: Path, n: int) -> None:
                 for tok in touched:
                     mask_of[tok] = 0
             else:
-                from ballast.novelty_index import lcs_length
+                from ballast.rouge import lcs_length
 
                 lcs = np.array([lcs_length(q, acc[j, :acc_len[j]].tolist()) for j in range(k)], dtype=np.int64)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -182,7 +183,7 @@ def task_all_pairs(pool: Path, out: Path, work: Path, n: int) -> None:
 
 
 def _shingles(text: str, k: int) -> list[bytes]:
-    from ballast.curate.filters import normalised
+    from ballast.curate.text import normalised
 
     words = normalised(text).split()
     if not words:

@@ -27,12 +27,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from ballast.conformance import Verdict, fit_from_seeds
+from ballast.curate.conformance import Verdict, fit_from_seeds
 from ballast.curate.dedup import MinHashDuplicate
 from ballast.curate.filters import ExactDuplicate, Novelty
-from ballast.policy import load_policy
-from ballast.policy_checks import Finding, PolicyChecker
-from ballast.recipe import ClassifierConfig, CurateConfig
+from ballast.policy.schema import load_policy
+from ballast.policy.checks import Finding, PolicyChecker
+from ballast.generate.contrastive import contrastive_negatives
+from ballast.recipe import ClassifierConfig, ContrastiveConfig, CurateConfig
 from ballast.records import Record, Source
 from ballast.seeds import load_seeds, split_heldout
 
@@ -143,8 +144,9 @@ def main() -> None:
     verdicts: dict[bool, dict[str, Verdict]] = {}
     heldout_rows = []
     heldout_flagged = [bool(checker.check(r.instruction, r.input, r.output, r.audience)) for r in heldout]
+    negatives = contrastive_negatives(train, policy, ContrastiveConfig())[0]
     for rule_features in (True, False):  # with the rule findings as features, and on embeddings alone
-        clf = fit_from_seeds(policy, train, ClassifierConfig(rule_features=rule_features))
+        clf = fit_from_seeds(policy, train, negatives, ClassifierConfig(rule_features=rule_features))
         fitted = time.perf_counter()
         verdicts[rule_features] = dict(zip((r.id for r in dev), clf.predict(dev), strict=True))
         seeds, negatives = clf.trained_on

@@ -33,11 +33,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ballast.backends.base import Decoding, call_seed
 from ballast.backends.llamacpp import LlamaCppBackend
 from ballast.backends.openai_http import OpenAIBackend
-from ballast.cache import CachedGenerator
-from ballast.generate.calls import CallLog, generate_all
-from ballast.models import resolve
-from ballast.policy import load_policy
-from ballast.prompts import record_messages
+from ballast.backends.cache import CachedGenerator
+from ballast.backends.calls import CallLog, generate_all
+from ballast.backends.models import resolve
+from ballast.policy.schema import load_policy
+from ballast.templates.prompts import record_messages
 from ballast.seeds import load_seeds, split_heldout
 
 MODEL = "smollm2-135m-instruct"

@@ -24,11 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ballast.backends.base import Decoding
 from ballast.backends.llamacpp import LlamaCppBackend
-from ballast.cache import CachedGenerator
+from ballast.backends.cache import CachedGenerator
 from ballast.generate.grounding import PolicyGrounding
 from ballast.generate.responses import Responder
-from ballast.policy import load_policy
-from ballast.policy_checks import PolicyChecker
+from ballast.policy.schema import load_policy
+from ballast.policy.checks import PolicyChecker
 from ballast.recipe import GroundingConfig
 from ballast.seeds import load_seeds, split_heldout
 

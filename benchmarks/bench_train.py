@@ -32,10 +32,11 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from ballast.backends.transformers_hf import load_causal_lm
-from ballast.policy import load_policy
+from ballast.policy.schema import load_policy
 from ballast.records import Record
 from ballast.seeds import load_seeds, split_heldout
-from ballast.train import TrainConfig, build_trainer, lora_config, sft_dataset
+from ballast.recipe import TrainConfig
+from ballast.train import build_trainer, lora_config, sft_dataset
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "harbor-support"
 
@@ -71,8 +72,8 @@ def timed_train(trainer: SFTTrainer, steps: int) -> tuple[int, float, list[int]]
     return sum(counter.tokens[1 : steps + 1]), clock.ends[-1] - clock.ends[0], counter.tokens[: steps + 1]
 
 
-def trl_default(records: list[Record], company: str, cfg: TrainConfig, out: Path) -> SFTTrainer:
-    model, tokenizer, _ = load_causal_lm(cfg.base, training=True)
+def trl_default(records: list[Record], company: str, cfg: TrainConfig, out: Path, base: str) -> SFTTrainer:
+    model, tokenizer, _ = load_causal_lm(base, training=True)
     dataset = sft_dataset(records, company).remove_columns("weight")
     # use_cpu: without a GPU, TrainingArguments refuses its default bf16 unless told the CPU is meant.
     args = SFTConfig(output_dir=str(out), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps,
@@ -98,7 +99,7 @@ def main() -> None:
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in (("TRL SFTTrainer, defaults", trl_default), ("ballast train_lora", build_trainer)):
-            trainer = make(train, policy.company, cfg, Path(tmp) / name.split()[0])
+            trainer = make(train, policy.company, cfg, Path(tmp) / name.split()[0], "gemma3-270m")
             tokens, seconds, batches = timed_train(trainer, opts.steps)
             rates[name] = tokens / seconds
             print(f"{name:26s} {tokens:6d} tokens in {seconds:6.1f} s = {rates[name]:7.1f} tokens/s "

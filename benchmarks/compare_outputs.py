@@ -52,14 +52,15 @@ def _run_outputs(run_dir: Path) -> dict:
 
 
 def _findings() -> dict:
-    from ballast.policy import load_policy
     from ballast.recipe import ContrastiveConfig
     from ballast.records import Record, Source
     from ballast.seeds import load_seeds, split_heldout
 
-    try:  # the checker's home before and after the restructuring
+    try:  # the policy's home after the restructuring (issue 15), then before it
         from ballast.policy.checks import PolicyChecker
+        from ballast.policy.schema import load_policy
     except ImportError:
+        from ballast.policy import load_policy
         from ballast.policy_checks import PolicyChecker
     from ballast.generate.contrastive import contrastive_negatives
 

@@ -116,7 +116,7 @@ def sentences(text: str) -> list[str]:
 def load_banks() -> tuple[dict[str, dict[str, list[str]]], list[str]]:
     """Sentence banks per slice from the training seeds only (the held-out split is never read)."""
     sys.path.insert(0, str(ROOT / "src"))
-    from ballast.policy import load_policy
+    from ballast.policy.schema import load_policy
     from ballast.seeds import load_seeds, split_heldout
 
     policy = load_policy(EXAMPLE / "policy.yaml")

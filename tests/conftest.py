@@ -14,7 +14,7 @@ EXAMPLE = ROOT / "examples" / "harbor-support"
 
 @pytest.fixture(scope="session")
 def policy():
-    from ballast.policy import load_policy
+    from ballast.policy.schema import load_policy
 
     return load_policy(EXAMPLE / "policy.yaml")
 
@@ -43,7 +43,7 @@ def llama_server(tmp_path_factory):
 
     import httpx
 
-    from ballast.models import resolve
+    from ballast.backends.models import resolve
 
     path, ref = resolve("smollm2-135m-instruct")
     port = _free_port()

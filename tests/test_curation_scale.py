@@ -13,11 +13,12 @@ from rouge_score import rouge_scorer, tokenize
 from typer.testing import CliRunner
 
 from ballast.curate.dedup import MinHashDuplicate, MinHasher, SemanticDuplicate, lsh_params
-from ballast.curate.filters import ExactDuplicate, Novelty, curation_filters
+from ballast.curate.filters import ExactDuplicate, Novelty
+from ballast.curate.stage import curation_filters
 from ballast.curate.stream import curate_parquet
 from ballast.curate.text import TextCheck
-from ballast.novelty import RougeNovelty
-from ballast.novelty_index import RougeNoveltyIndex, lcs_length, rouge_f, rouge_tokens
+from rouge_reference import RougeNovelty
+from ballast.rouge import RougeNoveltyIndex, lcs_length, rouge_f, rouge_tokens
 from ballast.recipe import CurateConfig, MinHashConfig, SemanticConfig
 from ballast.records import ModelRef, Record, Source
 from ballast.store import write_records

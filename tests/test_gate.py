@@ -6,7 +6,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ballast.cli import app
-from ballast.gate import RELEASED, evaluate_gate
+from ballast.evaluate.gate import RELEASED, evaluate_gate
 from ballast.recipe import GateConfig
 
 

@@ -9,8 +9,8 @@ import time
 
 from ballast.backends.base import Decoding, Generation, streams_results
 from ballast.backends.openai_http import OpenAIBackend, RateLimiter
-from ballast.cache import CachedGenerator
-from ballast.generate.calls import CallLog, generate_all
+from ballast.backends.cache import CachedGenerator
+from ballast.backends.calls import CallLog, generate_all
 from ballast.records import ModelRef
 
 

@@ -12,7 +12,7 @@ from ballast.generate.responses import Responder
 from ballast.recipe import ContrastiveConfig, GroundingConfig, SelectConfig
 from ballast.records import Record, Source
 from ballast.seeds import split_heldout
-from ballast.select import select, training_set
+from ballast.select.stage import select, training_set
 from test_policy_checks import SEED_EXCEPTIONS
 
 

@@ -11,7 +11,7 @@ import yaml
 from ballast.backends.base import Decoding
 from ballast.errors import InputError
 from ballast.generate.paraphrase import clean_paraphrase, paraphrase
-from ballast.generate.prompting import MissingSlot
+from ballast.templates.render import MissingSlot
 from ballast.generate.responses import Responder
 from ballast.generate.slots import allocate, fill_template, plan_fills, template_records
 from ballast.recipe import DecodingConfig, ParaphraseConfig, SlotTemplate, TemplateSlotsConfig, load_recipe

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from ballast.backends.base import Generation
 from ballast.backends.openai_http import OpenAIBackend
-from ballast.generate.calls import CallLog
-from ballast.generate.stage import generate_records, templates_used, weak_generator
+from ballast.backends.calls import CallLog
+from ballast.backends.factory import backend_for
+from ballast.generate.stage import generate_records, templates_used
 from ballast.recipe import GenerateConfig, load_recipe
 from ballast.records import ModelRef, Source
 
@@ -61,7 +62,7 @@ def test_every_generator_wired_into_one_stage(seeds, policy, tmp_path):
          "input: 'My {product} broke.', slice: returns}]")])
     log = CallLog(tmp_path / "calls.jsonl")
     train = [s for s in seeds if s.meta["ref"] not in ("RET-001",)]
-    records, counts = generate_records(train, Anything(), recipe, policy, log=log)
+    records, counts = generate_records(train, Anything(), recipe.generate, recipe.seed, policy, log=log)
     sources = {r.source for r in records}
     assert sources == {Source.self_instruct, Source.evol, Source.paraphrase, Source.template, Source.contrastive}
     assert counts["self_instruct.records"] == 2 and counts["self_instruct.kept"] >= 1
@@ -80,6 +81,6 @@ def test_every_generator_wired_into_one_stage(seeds, policy, tmp_path):
 def test_a_server_in_the_recipe_replaces_llama_cpp():
     server = "{base_url: 'http://127.0.0.1:9/v1', model: smollm2, concurrency: 8, requests_per_second: 2.5}"
     recipe = load_recipe(TINY, [f"generate.server={server}"])
-    backend = weak_generator(recipe)
+    backend = backend_for(recipe.generate.server, recipe.models.weak)
     assert isinstance(backend, OpenAIBackend) and backend.concurrency == 8
     assert backend.limiter is not None and backend.limiter.interval == 0.4

@@ -7,7 +7,7 @@ import pytest
 
 from ballast.backends.base import Decoding
 from ballast.backends.openai_http import OpenAIBackend
-from ballast.judge import INJECTION_CAP, Judge, injection_phrases, parse_verdict
+from ballast.score.judge import INJECTION_CAP, Judge, injection_phrases, parse_verdict
 from ballast.records import Record, Source
 
 # A reply that breaks the return window (R1: 30 days), the refund timing and the register (T1).

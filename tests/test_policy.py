@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ballast.errors import InputError
-from ballast.policy import load_policy, rule_ids_in_markdown
+from ballast.policy.schema import load_policy, rule_ids_in_markdown
 from conftest import EXAMPLE
 
 

@@ -5,8 +5,8 @@ import re
 import pytest
 import yaml
 
-from ballast.policy import Policy
-from ballast.policy_checks import PolicyChecker
+from ballast.policy.schema import Policy
+from ballast.policy.checks import PolicyChecker
 from conftest import EXAMPLE
 
 SIGN = "\n\nKind regards,\n[Agent name]\nHarbor Home Goods Support"

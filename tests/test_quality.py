@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ballast.quality import QualityScorer
+from ballast.score.ifd import QualityScorer
 from ballast.records import Record, Source
 from ballast.seeds import split_heldout
 

@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from ballast.backends.static import StaticEmbedder
-from ballast.coverage import NONE, compare_coverage, entropy_bits
+from ballast.select.coverage import NONE, compare_coverage, entropy_bits
 from ballast.recipe import SelectConfig
 from ballast.records import Record, Source
 from ballast.report import coverage_section
-from ballast.select import select, training_set
+from ballast.select.stage import select, training_set
 from ballast.store import write_json
 
 TOPICS = [

@@ -10,10 +10,11 @@ from safetensors.torch import load_file
 from ballast.backends.base import Decoding
 from ballast.backends.transformers_hf import ADAPTER_WEIGHTS, TransformersBackend
 from ballast.errors import InputError
-from ballast.prompts import record_messages
+from ballast.templates.prompts import record_messages
 from ballast.records import Record, Source
 from ballast.recipe import load_recipe
-from ballast.train import AuxConfidence, TrainConfig, build_trainer, train_lora
+from ballast.recipe import AuxConfidence, TrainConfig
+from ballast.train import build_trainer, train_lora
 
 COMPANY = "Harbor Home"
 RECORDS = [
@@ -35,6 +36,7 @@ RECORDS = [
 ]
 pytestmark = pytest.mark.slow  # real training: about a minute and a half on 2 cores
 TINY_RECIPE = Path(__file__).parent / "data" / "tiny_recipe.yaml"
+BASE = "gemma3-270m"
 TINY = TrainConfig(max_steps=3, batch_size=3, grad_accumulation=1, max_seq_len=128, learning_rate=1e-3,
                    logging_steps=1, seed=3)
 
@@ -46,7 +48,7 @@ def base():
 
 @pytest.fixture(scope="module")
 def trainer(tmp_path_factory):
-    trainer = build_trainer(RECORDS, COMPANY, TINY, tmp_path_factory.mktemp("trainer"))
+    trainer = build_trainer(RECORDS, COMPANY, TINY, tmp_path_factory.mktemp("trainer"), BASE)
     trainer.model.eval()  # no LoRA dropout: the loss checks below compare exact numbers
     return trainer
 
@@ -142,7 +144,7 @@ def test_record_weight_scales_its_loss_and_zero_contributes_nothing(trainer):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter")
-    return out, train_lora(RECORDS, COMPANY, TINY, out)
+    return out, train_lora(RECORDS, COMPANY, TINY, out, BASE)
 
 
 def test_train_lora_saves_its_adapter_and_numbers(trained):
@@ -177,7 +179,7 @@ def test_a_trained_adapter_loads_and_changes_what_the_model_says(trained, base):
 
 def test_training_is_deterministic_given_the_seed(trained, tmp_path):
     out, result = trained
-    again = train_lora(RECORDS, COMPANY, TINY, tmp_path)
+    again = train_lora(RECORDS, COMPANY, TINY, tmp_path, BASE)
     assert again.adapter_sha256 == result.adapter_sha256 and again.final_loss == result.final_loss
     first, second = load_file(out / ADAPTER_WEIGHTS), load_file(tmp_path / ADAPTER_WEIGHTS)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
@@ -197,7 +199,7 @@ def test_aux_confidence_ramps_up_and_is_validated_in_the_recipe():
 @pytest.fixture(scope="module")
 def aux_trainer(tmp_path_factory):
     cfg = TINY.model_copy(update={"aux_confidence": AuxConfidence(weight=0.4, warmup_fraction=0.5)})
-    trainer = build_trainer(RECORDS, COMPANY, cfg, tmp_path_factory.mktemp("aux"))
+    trainer = build_trainer(RECORDS, COMPANY, cfg, tmp_path_factory.mktemp("aux"), BASE)
     trainer.model.eval()
     return trainer
 

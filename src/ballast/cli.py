@@ -38,7 +38,7 @@ def policy_check(
     against: Annotated[Optional[Path], typer.Option(help="prose policy (Markdown) whose rule ids must all be present")] = None,
 ) -> None:
     """Validate a policy YAML and list its rules."""
-    from ballast.policy import load_policy, rule_ids_in_markdown
+    from ballast.policy.schema import load_policy, rule_ids_in_markdown
 
     try:
         pol = load_policy(policy)
@@ -66,7 +66,7 @@ def seeds_check(
     heldout_fraction: Annotated[float, typer.Option(help="share of each slice held out for evaluation")] = 0.25,
 ) -> None:
     """Validate a seed set; print counts per rule and slice and the held-out split."""
-    from ballast.policy import load_policy
+    from ballast.policy.schema import load_policy
     from ballast.seeds import load_seeds, split_heldout
 
     try:
@@ -127,7 +127,7 @@ def import_cmd(
 @models_app.command("check")
 def models_check() -> None:
     """Find every embedded model in its package and check its sha256."""
-    from ballast.models import EMBEDDED, ModelFileError, resolve
+    from ballast.backends.models import EMBEDDED, ModelFileError, resolve
 
     table = Table(title="embedded models")
     for col in ("name", "package", "sha256", "path"):
@@ -154,15 +154,11 @@ def models_smoke(
 ) -> None:
     """Generate once through a backend and print the text, token counts and speed."""
     from ballast.backends.base import Decoding
+    from ballast.backends.factory import backend_for
+    from ballast.recipe import ServerConfig
 
-    if base_url:
-        from ballast.backends.openai_http import OpenAIBackend
-
-        backend = OpenAIBackend(base_url, model)
-    else:
-        from ballast.backends.llamacpp import LlamaCppBackend
-
-        backend = LlamaCppBackend(model)
+    server = ServerConfig(base_url=base_url, model=model, timeout_s=60.0) if base_url else None
+    backend = backend_for(server, model)
     start = time.perf_counter()
     gen = backend.generate([[{"role": "user", "content": prompt}]], Decoding(temperature=0.0, max_tokens=max_tokens))[0]
     seconds = time.perf_counter() - start
@@ -193,14 +189,11 @@ def self_instruct_cmd(
         tasks = load_seed_tasks(seed_tasks)
     except InputError as exc:
         raise _fail(exc) from None
-    if base_url:
-        from ballast.backends.openai_http import OpenAIBackend
+    from ballast.backends.factory import backend_for
+    from ballast.recipe import ServerConfig
 
-        backend = OpenAIBackend(base_url, model, concurrency=concurrency)
-    else:
-        from ballast.backends.llamacpp import LlamaCppBackend
-
-        backend = LlamaCppBackend(model)
+    server = ServerConfig(base_url=base_url, model=model, concurrency=concurrency, timeout_s=60.0) if base_url else None
+    backend = backend_for(server, model)
     cfg = SelfInstructConfig(num_instructions=num_instructions, max_requests=max_requests)
     result = run_self_instruct(tasks, backend, cfg, out, seed=seed)
     for name, path in result.files.items():
@@ -245,10 +238,11 @@ def pool_cmd(
     shards: Annotated[Optional[str], typer.Option(help="shards to make, e.g. 0-4 or 1,5 (default: all)")] = None,
 ) -> None:
     """Generate a synthetic pool shard by shard into a versioned dataset folder; finished shards are kept."""
+    from ballast.pipeline import run_recipe
     from ballast.pool_build import build_pool
 
     try:
-        folder = build_pool(recipe, overrides or [], _shard_range(shards) if shards else None)
+        folder = build_pool(recipe, run_recipe, overrides or [], _shard_range(shards) if shards else None)
     except InputError as exc:
         raise _fail(exc) from None
     console.print(f"[green]pool[/] {folder}")
@@ -422,9 +416,9 @@ def curate_cmd(
     from ballast.store import write_json
 
     try:
-        seen, policy, contrastive = [], None, None
+        seen, policy, negatives = [], None, None
         if recipe is not None:
-            from ballast.policy import load_policy
+            from ballast.policy.schema import load_policy
             from ballast.recipe import load_recipe
             from ballast.seeds import load_seeds, split_heldout
 
@@ -433,7 +427,10 @@ def curate_cmd(
             policy = load_policy(loaded.policy)
             seen = split_heldout(load_seeds(loaded.seeds, policy), loaded.heldout_fraction,
                                  salt=f"heldout:{loaded.seed}").train
-            contrastive = loaded.generate.contrastive
+            if cfg.classifier.enabled:  # the classifier learns from the seeds' contrastive negatives
+                from ballast.generate.contrastive import contrastive_negatives
+
+                negatives = contrastive_negatives(seen, policy, loaded.generate.contrastive)[0]
         else:
             data: dict = {"curate": {}}
             for override in overrides or []:
@@ -442,7 +439,7 @@ def curate_cmd(
 
             cfg = validate(CurateConfig, data["curate"], file="<command line>")
         report = curate_parquet(pool, out / "stages" / "curate" / "records.parquet", out / "decisions.parquet",
-                                cfg, seen=seen, policy=policy, contrastive=contrastive)
+                                cfg, seen=seen, policy=policy, negatives=negatives)
     except InputError as exc:
         raise _fail(exc) from None
     write_json({"pool": str(pool), "config": cfg.model_dump(mode="json"), **report.as_dict()},
@@ -477,7 +474,7 @@ def gate_cmd(
     release: Annotated[bool, typer.Option(help="if every check passes, mark this run as the released one")] = False,
 ) -> None:
     """Check a finished run against the recipe's release thresholds; exits 1 when any check fails."""
-    from ballast.gate import mark_released, run_gate
+    from ballast.evaluate.gate import mark_released, run_gate
     from ballast.recipe import Recipe
 
     recipe = Recipe.model_validate(yaml.safe_load((run / "recipe.yaml").read_text()))

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 import ballast
-from ballast.models import file_sha256
+from ballast.backends.models import file_sha256
 
 PACKAGES = ("ballast", "torch", "transformers", "trl", "peft", "llama_cpp_python", "sentence-transformers",
             "pyarrow", "duckdb", "datasketch", "pydantic", "numpy")

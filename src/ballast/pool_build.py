@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rich.console import Console
 
 from ballast.errors import InputError
-from ballast.models import EMBEDDED
+from ballast.backends.models import EMBEDDED
 from ballast.recipe import Recipe, load_recipe
 from ballast.records import Record
 from ballast.store import read_records, write_json, write_records
@@ -34,7 +34,7 @@ def shard_file(k: int) -> str:
 
 
 def _sha256(path: Path) -> str:
-    from ballast.models import file_sha256
+    from ballast.backends.models import file_sha256
 
     return file_sha256(path)
 
@@ -72,11 +72,13 @@ def _shard_entry(path: Path, records: list[Record], run_root: Path) -> dict:
     }
 
 
-def build_pool(recipe_path: Path, overrides: list[str] = (), shards: Iterable[int] | None = None) -> Path:
-    """Generate the shards not yet in the dataset folder (all of them, or those listed); returns the folder."""
-    from ballast.pipeline import run_recipe
+def build_pool(recipe_path: Path, run_recipe: Callable[..., Path], overrides: list[str] = (),
+               shards: Iterable[int] | None = None) -> Path:
+    """Generate the shards not yet in the dataset folder (all of them, or those listed); returns the folder.
+    `run_recipe` is the pipeline's (`ballast.pipeline.run_recipe`), which runs each shard up to generate: glue
+    beside the pipeline, not above it."""
     from ballast.seeds import load_seeds, split_heldout
-    from ballast.policy import load_policy
+    from ballast.policy.schema import load_policy
     from ballast.generate.stage import templates_used
 
     recipe = load_recipe(recipe_path, list(overrides))

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ballast.backends.base import Decoding
 from ballast.errors import InputError
 from ballast.records import Source
-from ballast.train import TrainConfig
 from ballast.yamlio import load_yaml, validate
 
 
@@ -228,7 +227,7 @@ class SemanticConfig(_Section):
 
 
 class ClassifierConfig(_Section):
-    """The learned conformance classifier (ballast.conformance), run after the rule checks on what they kept."""
+    """The learned conformance classifier (ballast.curate.conformance), run after the rule checks on what they kept."""
 
     enabled: bool = False  # fits on the training seeds and their contrastive negatives (about a minute on CPU)
     # 0.9: in benchmarks/bench_devset.py's devset sweep (rules OR classifier) 0.8 and 0.9 both keep precision
@@ -256,7 +255,7 @@ SCORE_KEYS = ("ifd", "conformance", "judge")
 
 
 class JudgeConfig(_Section):
-    """The LLM judge (ballast.judge): the weak model in process unless a server is given."""
+    """The LLM judge (ballast.score.judge): the weak model in process unless a server is given."""
 
     server: ServerConfig | None = None
     decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=128)
@@ -265,7 +264,7 @@ class JudgeConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    """Quality scores (ballast.quality): IFD and perplexity from the weak model, and the optional judge."""
+    """Quality scores (ballast.score.ifd): IFD and perplexity from the weak model, and the optional judge."""
 
     enabled: bool = True
     batch_size: int = Field(16, ge=1, description="sequences per forward pass, grouped by length")
@@ -338,6 +337,43 @@ class GateConfig(_Section):
     max_benign_refusal: float | None = Field(None, ge=0, le=1)
     min_escalation_recall: float | None = Field(None, ge=0, le=1)
     min_signoff: float | None = Field(None, ge=0, le=1)
+
+
+# The train stage's settings live here, not in ballast.train: loading a recipe must not import torch or TRL.
+class AuxConfidence(_Section):
+    """Burns et al. (2023)'s auxiliary confidence loss for weak-to-strong training: at each response token the
+    target is mixed with the student's own hardened (argmax, detached) prediction, so a strong student can overrule
+    weak labels it is confident are wrong. The mixing weight ramps linearly from 0 over the warm-up steps, as in
+    the paper, because early predictions are those of the untuned base."""
+
+    weight: float = Field(0.0, ge=0, lt=1, description="mixing weight after warm-up; 0 switches the term off")
+    warmup_fraction: float = Field(0.2, ge=0, le=1, description="share of the optimiser steps the ramp takes")
+
+    def at(self, step: int, total_steps: int) -> float:
+        """The mixing weight at optimiser step `step` of `total_steps`."""
+        ramp = self.warmup_fraction * total_steps
+        return self.weight if ramp <= 0 else self.weight * min(1.0, step / ramp)
+
+
+class TrainConfig(_Section):
+    """Defaults sized for a laptop CPU: a small adapter, short sequences, one pass over the data."""
+
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int | None = None  # caps the steps that epochs imply
+    batch_size: int = 4
+    grad_accumulation: int = 4
+    max_seq_len: int = 512
+    seed: int | None = Field(None, description="training seed (None: the recipe's seed)")
+    logging_steps: int = 10
+    aux_confidence: AuxConfidence = AuxConfidence()
+
+    def seed_or(self, default: int) -> int:
+        return self.seed if self.seed is not None else default
 
 
 class ModelsConfig(_Section):

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import duckdb
 
+from ballast.stages import stage_order_sql
+
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1"]
-STAGE_ORDER = """case when stage like 'generate%' then 0 when stage like 'curate%' then 1 when stage = 'judge' then 2
-                    else 3 end"""
+STAGE_ORDER = stage_order_sql()
 
 
 def funnel(decisions: Path) -> list[dict]:

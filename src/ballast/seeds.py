@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ballast.errors import InputError
 from ballast.jsonl import read_jsonl
-from ballast.policy import Policy
+from ballast.policy.schema import Policy
 from ballast.records import Record, Source
 
 SLICES = ("tone", "returns", "warranty", "delivery", "escalation", "privacy", "membership", "compliance", "benign")

@@ -15,50 +15,20 @@ from typing import Any
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from ballast.backends.transformers_hf import ADAPTER_WEIGHTS, device_and_dtype, load_causal_lm, response_logits
-from ballast.models import file_sha256, resolve
-from ballast.prompts import record_messages
+from ballast.backends.models import file_sha256, resolve
+from ballast.templates.prompts import record_messages
+from ballast.recipe import AuxConfidence, TrainConfig
 from ballast.records import ModelRef, Record
 
 
-class AuxConfidence(BaseModel):
-    """Burns et al. (2023)'s auxiliary confidence loss for weak-to-strong training: at each response token the
-    target is mixed with the student's own hardened (argmax, detached) prediction, so a strong student can overrule
-    weak labels it is confident are wrong. The mixing weight ramps linearly from 0 over the warm-up steps, as in
-    the paper, because early predictions are those of the untuned base."""
-
-    model_config = ConfigDict(extra="forbid")
-    weight: float = Field(0.0, ge=0, lt=1, description="mixing weight after warm-up; 0 switches the term off")
-    warmup_fraction: float = Field(0.2, ge=0, le=1, description="share of the optimiser steps the ramp takes")
-
-    def at(self, step: int, total_steps: int) -> float:
-        """The mixing weight at optimiser step `step` of `total_steps`."""
-        ramp = self.warmup_fraction * total_steps
-        return self.weight if ramp <= 0 else self.weight * min(1.0, step / ramp)
-
-
-class TrainConfig(BaseModel):
-    """Defaults sized for a laptop CPU: a small adapter, short sequences, one pass over the data."""
-
-    model_config = ConfigDict(extra="forbid")
-    base: str = "gemma3-270m"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    max_steps: int | None = None  # caps the steps that epochs imply
-    batch_size: int = 4
-    grad_accumulation: int = 4
-    max_seq_len: int = 512
-    seed: int = 0
-    logging_steps: int = 10
-    aux_confidence: AuxConfidence = AuxConfidence()
+# What the stage reads (recipe keys and shared values), from which Run builds its cache key: training prompts
+# carry the policy's company name, so the policy is one of them.
+READS = ("train", "models.strong", "seed", "policy")
 
 
 class TrainResult(BaseModel):
@@ -129,19 +99,21 @@ def lora_config(cfg: TrainConfig) -> LoraConfig:
                       target_modules=cfg.target_modules, task_type="CAUSAL_LM")
 
 
-def build_trainer(records: list[Record], company: str, cfg: TrainConfig, out_dir: Path) -> SFTTrainer:
-    """The TRL trainer over a fresh copy of the strong base, its dataset tokenised with ballast's chat template:
-    each record is a prompt (system + user) and a completion (the assistant turn), and only the completion is learnt.
+def build_trainer(records: list[Record], company: str, cfg: TrainConfig, out_dir: Path, base: str,
+                  seed: int = 0) -> SFTTrainer:
+    """The TRL trainer over a fresh copy of the strong base (`base`, the recipe's models.strong), its dataset
+    tokenised with ballast's chat template: each record is a prompt (system + user) and a completion (the assistant
+    turn), and only the completion is learnt. `seed` is used when train.seed is not set.
     """
     if not records:
         raise ValueError("no records to train on")
-    model, tokenizer, _ = load_causal_lm(cfg.base, training=True)
+    model, tokenizer, _ = load_causal_lm(base, training=True)
     cuda = torch.cuda.is_available()
     # bf16 mixed precision (float32 master weights) wherever the device has native bf16 arithmetic: a GPU, or a
     # CPU with AVX512-BF16 / AMX, where it measured 1.3x float32's training speed; elsewhere bf16 is emulated, slow.
     mixed_bf16 = device_and_dtype()[1] == torch.bfloat16
     args = SFTConfig(
-        output_dir=str(out_dir), seed=cfg.seed, data_seed=cfg.seed, learning_rate=cfg.learning_rate,
+        output_dir=str(out_dir), seed=cfg.seed_or(seed), data_seed=cfg.seed_or(seed), learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accumulation, max_length=cfg.max_seq_len,
         completion_only_loss=True, logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
@@ -158,17 +130,18 @@ def build_trainer(records: list[Record], company: str, cfg: TrainConfig, out_dir
     return trainer
 
 
-def train_lora(records: list[Record], company: str, cfg: TrainConfig, out_dir: Path) -> TrainResult:
-    """Fine-tune the strong base on the records; writes the adapter and train_meta.json into out_dir."""
+def train_lora(records: list[Record], company: str, cfg: TrainConfig, out_dir: Path, base: str,
+               seed: int = 0) -> TrainResult:
+    """Fine-tune the strong base `base` on the records; writes the adapter and train_meta.json into out_dir."""
     out_dir = Path(out_dir)
-    trainer = build_trainer(records, company, cfg, out_dir)
+    trainer = build_trainer(records, company, cfg, out_dir, base, seed)
     start = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - start
     trainer.model.save_pretrained(out_dir)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     result = TrainResult(
-        config=cfg, base=resolve(cfg.base)[1], adapter_sha256=file_sha256(out_dir / ADAPTER_WEIGHTS),
+        config=cfg, base=resolve(base)[1], adapter_sha256=file_sha256(out_dir / ADAPTER_WEIGHTS),
         examples=len(trainer.train_dataset), dropped_too_long=len(records) - len(trainer.train_dataset),
         steps=output.global_step, tokens_seen=trainer.tokens_seen, train_seconds=round(seconds, 3),
         tokens_per_second=round(trainer.tokens_seen / seconds, 1),

@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 
 from ballast.backends.base import Decoding, Generation, Prompt, TokenScores, call_seed
-from ballast.models import chat_template, resolve
+from ballast.backends.models import chat_template, resolve
 
 
 class LlamaCppBackend:

@@ -8,7 +8,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ballast.models import model_dir, resolve
+from ballast.backends.models import model_dir, resolve
 
 
 class MiniLMEmbedder:

@@ -3,7 +3,7 @@
 MiniLM runs a transformer per text: about 100 texts a second on 2 CPU cores, so an hour for a 300,000-record
 pool. model2vec distils it once into one vector per token (a forward pass per vocabulary entry, PCA, Zipf
 weighting); a text's embedding is then the mean of its token vectors, thousands of texts a second. The
-distilled model is cached under `ballast.models.cache_dir()` and identified by the sha256 of its weights.
+distilled model is cached under `ballast.backends.models.cache_dir()` and identified by the sha256 of its weights.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ballast.models import cache_dir, file_sha256, model_dir, resolve
+from ballast.backends.models import cache_dir, file_sha256, model_dir, resolve
 from ballast.records import ModelRef
 
 SOURCE = "all-minilm-l6-v2"

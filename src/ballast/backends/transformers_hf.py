@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from ballast.backends.base import Decoding, Generation, Prompt, TokenScores, call_seed
-from ballast.models import cache_dir, chat_template, file_sha256, resolve
+from ballast.backends.models import cache_dir, chat_template, file_sha256, resolve
 from ballast.records import ModelRef
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -8,21 +8,19 @@ record is compared with the records kept before it, in earlier batches or earlie
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xxhash
 
-from ballast.curate.base import BatchFilter, Drop
-from ballast.curate.filters import normalised
-from ballast.records import Record
-from ballast.recipe import MinHashConfig, SemanticConfig
+from ballast.curate.base import Drop, Filter
+from ballast.curate.text import normalised
+from ballast.records import Record, record_text
+
+if TYPE_CHECKING:  # annotations only
+    from ballast.recipe import MinHashConfig, SemanticConfig
 
 _U64 = np.uint64
-
-
-def record_text(record: Record) -> str:
-    """The text a duplicate is judged on: the whole example, as the model would be trained on it."""
-    return f"{record.instruction}\n{record.input}\n{record.output}"
 
 
 def lsh_params(cfg: MinHashConfig) -> tuple[int, int]:
@@ -121,7 +119,7 @@ class _GrowingRows:
         self.n = need
 
 
-class MinHashDuplicate(BatchFilter):
+class MinHashDuplicate(Filter):
     """Near-duplicates of an earlier kept record: LSH bands propose candidates, the MinHash estimate of the
     Jaccard similarity of word shingles (over instruction, input and response) confirms them."""
 
@@ -205,7 +203,7 @@ class MinHashDuplicate(BatchFilter):
         return verdicts
 
 
-class SemanticDuplicate(BatchFilter):
+class SemanticDuplicate(Filter):
     """Records whose embedding is within a cosine threshold of an earlier kept record's. A batch is added to a
     usearch HNSW index (int8, for speed) first, so one search proposes near neighbours in earlier batches and in
     the same batch; the exact cosine (from the float16 vectors kept beside the index) decides. Neighbours later

@@ -4,13 +4,26 @@ to be one support exchange, text mangled by bad bytes and text in another langua
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from ballast.curate.base import Drop, Filter
 from ballast.records import Record
-from ballast.recipe import CurateConfig
+
+if TYPE_CHECKING:  # annotations only
+    from ballast.recipe import CurateConfig
 
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 _ASCII_WORD = re.compile(r"[a-z]+")
+_NORMALISE = re.compile(r"[\W_]+", re.UNICODE)
+
+
+@lru_cache(maxsize=1 << 17)  # several filters normalise the same texts of a chunk one after another
+def normalised(text: str) -> str:
+    """Lower case, punctuation and spacing folded: the text exact and near duplicates are judged on."""
+    return _NORMALISE.sub(" ", text.lower()).strip()
+
+
 # The most frequent English function words: any English passage of some length holds several of them.
 _ENGLISH = frozenset("""a about after all also an and any are as at be because been but by can could do does
 for from had has have he her him his how i if in into is it its just me more my no not now of on one only or our

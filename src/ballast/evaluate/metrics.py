@@ -8,8 +8,8 @@ from collections import defaultdict
 import numpy as np
 from rouge_score import rouge_scorer
 
-from ballast.policy import Policy
-from ballast.policy_checks import PolicyChecker
+from ballast.policy.schema import Policy
+from ballast.policy.checks import PolicyChecker
 from ballast.records import Record
 
 # Refusing or deflecting a benign request: apology-and-decline phrasing, "as an AI", or no real answer.

@@ -26,12 +26,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ballast.generate.phrase_banks import BANK_RULES, BANKS, RIVALS
-from ballast.policy import Fact, Policy
-from ballast.policy_checks import PolicyChecker
+from ballast.policy.schema import Fact, Policy
+from ballast.policy.checks import PolicyChecker
 from ballast.recipe import ContrastiveConfig
 from ballast.records import Record, Source
+from ballast.stages import decision_stage
 
-STAGE = "generate.contrastive"
+STAGE = decision_stage("generate", "contrastive")
 # Canonical units, as the checker compares them: weeks count as days and years as months.
 _SCALE = {"days": ("days", 1), "weeks": ("days", 7), "business_days": ("business_days", 1),
           "months": ("months", 1), "years": ("months", 12), "usd": ("usd", 1)}

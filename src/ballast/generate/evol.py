@@ -22,15 +22,16 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ballast.backends.base import Generator
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.prompting import render
+from ballast.backends.calls import CallLog, generate_all
+from ballast.templates.render import render
 from ballast.generate.responses import Responder
-from ballast.prompts import user_content
+from ballast.templates.prompts import user_content
 from ballast.recipe import EvolConfig
 from ballast.records import Record, Source
+from ballast.stages import decision_stage
 from ballast.templates import load_template
 
-STAGE = "generate.evol"
+STAGE = decision_stage("generate", "evol")
 JUDGE = "generate/evol_equal"
 
 # A label the model echoes at the start of its rewrite is format, not content: removed before rule 4 looks.

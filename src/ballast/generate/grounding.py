@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ballast.backends.base import Embedder, Message
-from ballast.generate.prompting import render
-from ballast.policy import Policy
-from ballast.policy_checks import PolicyChecker
-from ballast.prompts import user_content
+from ballast.templates.render import render
+from ballast.policy.schema import Policy
+from ballast.policy.checks import PolicyChecker
+from ballast.templates.prompts import user_content
 from ballast.recipe import GroundingConfig
 from ballast.records import Record
 from ballast.templates import load_template

@@ -15,14 +15,15 @@ from collections import Counter
 from rouge_score import rouge_scorer
 
 from ballast.backends.base import Generator
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.prompting import render
+from ballast.backends.calls import CallLog, generate_all
+from ballast.templates.render import render
 from ballast.generate.responses import Responder
 from ballast.recipe import ParaphraseConfig
 from ballast.records import Record, Source
+from ballast.stages import decision_stage
 from ballast.templates import load_template
 
-STAGE = "generate.paraphrase"
+STAGE = decision_stage("generate", "paraphrase")
 TEMPLATE = "generate/paraphrase"
 _LABEL = re.compile(r"^\s*(?:\*\*)?(?:rewritten|paraphrased|new)\s+(?:request|version|text)(?:\*\*)?\s*:\s*",
                     re.IGNORECASE)

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ballast.backends.base import Decoding, Generation, Generator
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.grounding import Grounding, PolicyGrounding
-from ballast.prompts import record_messages
+from ballast.backends.calls import CallLog, generate_all
+from ballast.templates.prompts import record_messages
 from ballast.records import Record, Source
+
+if TYPE_CHECKING:  # the stage hands a grounding over; answering only calls it
+    from ballast.generate.grounding import Grounding, PolicyGrounding
 
 
 def answer(instructions: list[str], generator: Generator, decoding: Decoding, company: str,

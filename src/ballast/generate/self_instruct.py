@@ -22,14 +22,15 @@ from rouge_score import rouge_scorer
 
 from ballast.backends.base import Generation, Generator
 from ballast.errors import InputError
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.prompting import render
+from ballast.backends.calls import CallLog, generate_all
+from ballast.templates.render import render
 from ballast.generate.responses import Responder
 from ballast.recipe import DecodingConfig, SelfInstructConfig
 from ballast.records import Record, Source
+from ballast.stages import decision_stage
 from ballast.templates import Template, load_template
 
-STAGE = "generate.self_instruct"
+STAGE = decision_stage("generate", "self_instruct")
 TEMPLATE = "generate/self_instruct"
 TASK_LINE = re.compile(r"(?:^|\n)\s*Task \d+:\s*")
 

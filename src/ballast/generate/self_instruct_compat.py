@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ballast.backends.base import Decoding, Generation, Generator
 from ballast.errors import InputError
-from ballast.generate.calls import CallLog
+from ballast.backends.calls import CallLog
 from ballast.generate.self_instruct import TaskCandidate, bootstrap_tasks, task_records
 from ballast.generate.self_instruct_instances import instance_prompt, instances_for
 from ballast.jsonl import read_jsonl

@@ -19,13 +19,14 @@ import re
 from dataclasses import dataclass, field
 
 from ballast.backends.base import Generation, Generator
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.prompting import render
+from ballast.backends.calls import CallLog, generate_all
+from ballast.templates.render import render
 from ballast.recipe import InstanceFilterConfig, SelfInstructConfig
 from ballast.records import Record, Source
+from ballast.stages import decision_stage
 from ballast.templates import load_template
 
-STAGE = "generate.self_instruct"
+STAGE = decision_stage("generate", "self_instruct")
 CLASSIFY = "generate/self_instruct_is_clf"
 INPUT_FIRST = "generate/self_instruct_input_first"
 OUTPUT_FIRST = "generate/self_instruct_output_first"

@@ -14,12 +14,13 @@ import itertools
 import random
 from collections import Counter
 
-from ballast.generate.prompting import fill, slots_of
+from ballast.templates.render import fill, slots_of
 from ballast.generate.responses import Responder
 from ballast.recipe import SlotTemplate, TemplateSlotsConfig
 from ballast.records import Record, Source
+from ballast.stages import decision_stage
 
-STAGE = "generate.template_slots"
+STAGE = decision_stage("generate", "template_slots")
 
 
 def template_sha256(t: SlotTemplate) -> str:

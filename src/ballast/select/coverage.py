@@ -10,8 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ballast.backends.base import Embedder
-from ballast.curate.dedup import record_text
-from ballast.records import Record, Source
+from ballast.records import Record, Source, record_text
 
 NONE = "(none)"  # a record with no slice (and no seed to borrow one from), or no rule labels
 

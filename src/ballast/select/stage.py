@@ -9,16 +9,20 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from ballast.backends.base import Embedder
-from ballast.coverage import slice_labels
-from ballast.curate.dedup import record_text
+from ballast.select.coverage import compare_coverage, slice_labels
 from ballast.recipe import SelectConfig
-from ballast.records import Record, Source
+from ballast.records import Record, Source, record_text
+from ballast.stages import decision_stage
+from ballast.store import write_json
 
-STAGE = "select"
+STAGE = decision_stage("select")
+# What the stage reads (recipe keys and shared values), from which Run builds its cache key.
+READS = ("select", "seed")
 BLOCK = 1024  # candidates measured against the selection in one matrix product
 
 
@@ -212,3 +216,14 @@ def _tiebreak(seed: int, record_id: str) -> bytes:
 
 def training_set(records: Sequence[Record]) -> list[Record]:
     return [r for r in records if r.kept and r.source is not Source.contrastive]
+
+
+def select_stage(train: list[Record], curated: list[Record], pilot: list[Record], cfg: SelectConfig, seed: int,
+                 folder: Path) -> list[Record]:
+    """Selection, plus its coverage beside the pilot's (slices, rules, embedding clusters) in coverage.json."""
+    embedder = make_embedder(cfg.embedder)
+    selected = select(train, curated, cfg, seed, embedder)
+    coverage = compare_coverage({"pilot": pilot, "curated": training_set(selected)}, embedder,
+                                clusters=cfg.coverage_clusters, seed=cfg.seed if cfg.seed is not None else seed)
+    write_json(coverage, folder / "coverage.json")
+    return selected

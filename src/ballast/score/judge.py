@@ -20,17 +20,18 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, Field, ValidationError
 
 from ballast.backends.base import Decoding, Generator, Message
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.prompting import render
-from ballast.policy import Policy, Rule
-from ballast.policy_checks import PolicyChecker
-from ballast.prompts import user_content
+from ballast.backends.calls import CallLog, generate_all
+from ballast.templates.render import render
+from ballast.policy.schema import Policy, Rule
+from ballast.policy.checks import PolicyChecker
+from ballast.templates.prompts import user_content
 from ballast.records import Record
+from ballast.stages import JUDGE
 from ballast.templates import load_template
 
 SYSTEM_TEMPLATE = "judge/rubric_system"
 RECORD_TEMPLATE = "judge/rubric_record"
-STAGE = "judge"
+STAGE = JUDGE
 INJECTION_CAP = 1  # the lowest grade: with it, an injection can only lower a verdict
 DEFAULT_DECODING = Decoding(temperature=0.0, top_p=1.0, max_tokens=128)
 

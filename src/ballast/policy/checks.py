@@ -13,9 +13,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import combinations
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from ballast.policy import Elapsed, Policy
+if TYPE_CHECKING:  # the checker reads a loaded policy; it never loads one
+    from ballast.policy.schema import Elapsed, Policy
 
 
 @dataclass(frozen=True)

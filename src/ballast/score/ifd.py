@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerBase
 
 from ballast.backends.transformers_hf import label_logprobs, load_causal_lm
-from ballast.prompts import record_messages
+from ballast.templates.prompts import record_messages
 from ballast.records import Record
 
 

@@ -26,9 +26,9 @@ import numpy as np
 
 from ballast.backends.base import Embedder
 from ballast.errors import InputError
-from ballast.policy import Policy
-from ballast.policy_checks import PolicyChecker, split_sentences
-from ballast.recipe import ClassifierConfig, ContrastiveConfig
+from ballast.policy.schema import Policy
+from ballast.policy.checks import PolicyChecker, split_sentences
+from ballast.recipe import ClassifierConfig
 from ballast.records import Record
 
 _FOLDS = 5
@@ -233,13 +233,9 @@ class ConformanceClassifier:
         return clf
 
 
-def fit_from_seeds(policy: Policy, seeds: Sequence[Record], cfg: ClassifierConfig,
-                   contrastive: ContrastiveConfig | None = None,
+def fit_from_seeds(policy: Policy, seeds: Sequence[Record], negatives: Sequence[Record], cfg: ClassifierConfig,
                    embedder: Embedder | None = None) -> ConformanceClassifier:
     """The classifier as curation uses it: fitted on human training seeds (conformant) and the contrastive
-    negatives built from them. `seeds` must not include held-out records: the negatives copy their prompts."""
-    from ballast.generate.contrastive import contrastive_negatives
-
-    seeds = list(seeds)
-    negatives, _ = contrastive_negatives(seeds, policy, contrastive or ContrastiveConfig())
-    return ConformanceClassifier(policy, embedder, rule_features=cfg.rule_features).fit(seeds, negatives)
+    negatives built from them (`ballast.generate.contrastive`; the pipeline hands over the ones already in
+    curate's input). `seeds` must not include held-out records: the negatives copy their prompts."""
+    return ConformanceClassifier(policy, embedder, rule_features=cfg.rule_features).fit(list(seeds), list(negatives))

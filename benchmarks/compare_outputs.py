@@ -9,12 +9,14 @@ A restructuring must not change behaviour. This script records the behaviour onc
   on, in a second run folder seeded with the first run's model-call cache (same prompts, so no new generation);
 - the policy checker's findings on every seed, both devsets and the training seeds' contrastive negatives.
 
-    python benchmarks/compare_outputs.py snapshot OUT.json --run-dir RUN_DIR [--classifier]
+    python benchmarks/compare_outputs.py snapshot OUT.json --run-dir RUN_DIR [--classifier] [--cache-from RUN]
     python benchmarks/compare_outputs.py compare BEFORE.json AFTER.json
 
 Stage keys include a hash of the code, so give each snapshot a fresh run folder (the call cache lives there too;
 generation is seeded, so a fresh run regenerates the same data). About 5-10 minutes on 2 CPU cores, most of it
-the weak model generating.
+the weak model generating. `--cache-from RUN` copies an earlier run's model-call cache into the fresh folder
+first: calls whose prompt is unchanged are replayed, and the snapshot prints the cache misses, so 0 misses also
+shows that every prompt was the same as in that run.
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ def _run_demo(run_dir: Path, overrides: list[str]) -> None:
     cmd = [sys.executable, "-m", "ballast.cli", "run", str(RECIPE), f"run_dir={run_dir}", *overrides,
            "--until", "select"]
     subprocess.run(cmd, check=True)
+
+
+def _cache_counts(run_dir: Path) -> str:
+    done = json.loads((run_dir / "stages" / "generate" / "done.json").read_text(encoding="utf-8"))
+    return f"generate: {done.get('cache_hits')} cache hits, {done.get('cache_misses')} misses"
+
+
+def _seed_cache(source: Path | None, run_dir: Path) -> None:
+    if source is not None:
+        (run_dir / "cache").mkdir(parents=True)
+        shutil.copy(source / "cache" / "calls.sqlite", run_dir / "cache" / "calls.sqlite")
 
 
 def _run_outputs(run_dir: Path) -> dict:
@@ -85,18 +98,20 @@ def _findings() -> dict:
     return out
 
 
-def snapshot(out: Path, run_dir: Path, classifier: bool) -> None:
+def snapshot(out: Path, run_dir: Path, classifier: bool, cache_from: Path | None = None) -> None:
     if run_dir.exists():
         raise SystemExit(f"{run_dir} exists: stage keys include the code hash, give each snapshot a fresh folder")
     snap = {"findings": _findings()}
+    _seed_cache(cache_from, run_dir)
     _run_demo(run_dir, [])
     snap["demo"] = _run_outputs(run_dir)
+    print(_cache_counts(run_dir))
     if classifier:
         second = run_dir.with_name(run_dir.name + "-classifier")
-        (second / "cache").mkdir(parents=True)
-        shutil.copy(run_dir / "cache" / "calls.sqlite", second / "cache" / "calls.sqlite")
+        _seed_cache(run_dir, second)
         _run_demo(second, CLASSIFIER_OVERRIDES)
         snap["demo_classifier"] = _run_outputs(second)
+        print(_cache_counts(second))
     out.write_text(json.dumps(snap, indent=0, sort_keys=True), encoding="utf-8")
     counts = {k: len(v) for k, v in snap["findings"].items()}
     n_findings = sum(len(row[2]) for rows in snap["findings"].values() for row in rows)
@@ -143,12 +158,14 @@ def main() -> None:
     snap.add_argument("out", type=Path)
     snap.add_argument("--run-dir", type=Path, required=True)
     snap.add_argument("--classifier", action="store_true", help="also run with contrastive data and the classifier")
+    snap.add_argument("--cache-from", type=Path, help="an earlier run folder whose model-call cache to start from")
     cmp = sub.add_parser("compare")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
     args = parser.parse_args()
     if args.command == "snapshot":
-        snapshot(args.out, args.run_dir.resolve(), args.classifier)
+        snapshot(args.out, args.run_dir.resolve(), args.classifier,
+                 args.cache_from.resolve() if args.cache_from else None)
     else:
         raise SystemExit(0 if compare(args.before, args.after) else 1)
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ballast.backends.base import Decoding
 from ballast.errors import InputError
 from ballast.records import Source
-from ballast.yamlio import load_yaml, validate
+from ballast.yamlio import line_of, load_yaml, validate
 
 
 class _Section(BaseModel):
@@ -429,19 +429,27 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise InputError("no such recipe file", file=path)
     data, node = load_yaml(path)
     if not isinstance(data, dict):
-        raise InputError("a recipe is a YAML mapping", file=path)
+        raise InputError("a recipe is a YAML mapping", file=path, line=1)
     for override in overrides:
         _apply_override(data, override)
-    recipe = validate(Recipe, data, file=path, node=node)
+    try:
+        recipe = validate(Recipe, data, file=path, node=node)
+    except InputError as exc:
+        # A bad value given as KEY=VALUE has no line in the file: point at the command line instead.
+        overridden = [o.partition("=")[0] for o in overrides]
+        if exc.field and any(exc.field == k or exc.field.startswith(f"{k}.") for k in overridden):
+            raise InputError(exc.message, file="<command line>", field=exc.field) from None
+        raise
     base = path.parent
     fixed = {k: base / getattr(recipe, k) for k in ("policy", "seeds") if not getattr(recipe, k).is_absolute()}
     for key, value in fixed.items():
         if not value.is_file():
-            raise InputError(f"{key} file {value} does not exist", file=path, field=key)
+            raise InputError(f"{key} file {value} does not exist", file=path, line=line_of(node, (key,)), field=key)
     probes = recipe.evaluate.probes
     if probes is not None:
         probes = probes if probes.is_absolute() else base / probes
         if not probes.is_file():
-            raise InputError(f"probes file {probes} does not exist", file=path, field="evaluate.probes")
+            raise InputError(f"probes file {probes} does not exist", file=path,
+                             line=line_of(node, ("evaluate", "probes")), field="evaluate.probes")
         fixed["evaluate"] = recipe.evaluate.model_copy(update={"probes": probes})
     return recipe.model_copy(update=fixed)

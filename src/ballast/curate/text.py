@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from ballast.curate.base import Drop, Filter
+from ballast.policy.english import FUNCTION_WORDS
 from ballast.records import Record
 
 if TYPE_CHECKING:  # annotations only
@@ -24,11 +25,6 @@ def normalised(text: str) -> str:
     return _NORMALISE.sub(" ", text.lower()).strip()
 
 
-# The most frequent English function words: any English passage of some length holds several of them.
-_ENGLISH = frozenset("""a about after all also an and any are as at be because been but by can could do does
-for from had has have he her him his how i if in into is it its just me more my no not now of on one only or our
-out over please she so some than that the their them then there these they this to up us was we were what when
-where which who why will with would you your""".split())
 
 
 class TextCheck(Filter):
@@ -75,7 +71,7 @@ class TextCheck(Filter):
                 return Drop(f"not English: {latin:.0%} of letters are Latin-alphabet ASCII", score=round(latin, 3))
             words = [w.lower() for w in letters]
         if len(words) >= 8:
-            common = sum(map(_ENGLISH.__contains__, words)) / len(words)
+            common = sum(map(FUNCTION_WORDS.__contains__, words)) / len(words)
             if common < 0.1:
                 return Drop(f"not English: {common:.0%} of words are common English words", score=round(common, 3))
         return None

@@ -6,18 +6,17 @@ import re
 from collections import defaultdict
 
 import numpy as np
-from rouge_score import rouge_scorer
 
 from ballast.policy.schema import Policy
 from ballast.policy.checks import PolicyChecker
 from ballast.records import Record
+from ballast.rouge import rouge_l
 
 # Refusing or deflecting a benign request: apology-and-decline phrasing, "as an AI", or no real answer.
 REFUSAL = re.compile(
     r"\b(i('| a)?m (sorry|afraid)[^.]{0,40}\b(can(no|')t|unable|not able)|i can(no|')t (help|assist|do|provide)|"
     r"(unable|not able) to (help|assist)|as an ai\b|i (do not|don't) have (access|the ability)|"
     r"please contact (customer )?(support|service))", re.I)
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 RATES = ("violation", "escalation_recall", "escalation_precision", "false_escalation", "signoff", "register_violation",
          "benign_refusal")
@@ -48,7 +47,7 @@ def score_output(policy: Policy, checker: PolicyChecker, ref: Record, output: st
         "signoff": output.rstrip().endswith(policy.sign_off) if ref.audience == "customer" else None,
         "register_violation": any(f.rule_id == policy.register_.rule for f in findings),
         "benign_refusal": (bool(REFUSAL.search(output)) or len(output.split()) < 5) if ref.slice == "benign" else None,
-        "reference_rougeL": _ROUGE.score(ref.output, output)["rougeL"].fmeasure,
+        "reference_rougeL": rouge_l(ref.output, output, stem=True),
     }
 
 

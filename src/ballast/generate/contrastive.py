@@ -29,13 +29,11 @@ from ballast.generate.phrase_banks import BANK_RULES, BANKS, RIVALS
 from ballast.policy.schema import Fact, Policy
 from ballast.policy.checks import PolicyChecker
 from ballast.recipe import ContrastiveConfig
+from ballast.policy.english import UNIT_SCALE
 from ballast.records import Record, Source
 from ballast.stages import decision_stage
 
 STAGE = decision_stage("generate", "contrastive")
-# Canonical units, as the checker compares them: weeks count as days and years as months.
-_SCALE = {"days": ("days", 1), "weeks": ("days", 7), "business_days": ("business_days", 1),
-          "months": ("months", 1), "years": ("months", 12), "usd": ("usd", 1)}
 _UNIT_WORDS = {"days": r"(?:calendar[\s-]+)?days?\b", "business_days": r"(?:business|working)[\s-]+days?\b",
                "months": r"months?\b", "years": r"years?\b"}
 _RANGE = r"(?:\s*(?:-|–|—|to)\s*\d+)?"
@@ -137,8 +135,8 @@ def _numbers(text: str) -> list[float]:
 def _forbidden_values(context: str, policy: Policy, unit: str) -> set[float]:
     """Values an edit must not use: allowed by the policy in this unit, quoted in the context, or arithmetic on
     them (a total, a difference, a limit less an amount), since a reply may state any of those correctly."""
-    canon = _SCALE[unit][0]
-    allowed = {f.value * _SCALE[f.unit][1] for r in policy.rules for f in r.facts if _SCALE[f.unit][0] == canon}
+    canon = UNIT_SCALE[unit][0]
+    allowed = {f.value * UNIT_SCALE[f.unit][1] for r in policy.rules for f in r.facts if UNIT_SCALE[f.unit][0] == canon}
     quoted = set(_numbers(context))
     operands = quoted | allowed
     derived = {a + b for a in quoted for b in operands} | {abs(a - b) for a in quoted for b in operands}
@@ -146,7 +144,7 @@ def _forbidden_values(context: str, policy: Policy, unit: str) -> set[float]:
 
 
 def _new_value(value: float, unit: str, context: str, policy: Policy) -> float | None:
-    scale = _SCALE[unit][1]
+    scale = UNIT_SCALE[unit][1]
     forbidden = _forbidden_values(context, policy, unit)
     step = 5 if unit == "usd" and value >= 20 else 1
     for factor in (1.5, 2, 3, 1.2, 4):

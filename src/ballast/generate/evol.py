@@ -27,6 +27,7 @@ from ballast.templates.render import render
 from ballast.generate.responses import Responder
 from ballast.templates.prompts import user_content
 from ballast.recipe import EvolConfig
+from ballast.policy.english import STOP_WORDS
 from ballast.records import Record, Source
 from ballast.stages import decision_stage
 from ballast.templates import load_template
@@ -39,7 +40,6 @@ _LEADING_LABEL = re.compile(r"^\s*(?:#+\s*)?(?:the\s+)?(?:rewritten|created|new|
                             re.IGNORECASE)
 _QUOTED = re.compile(r'^\s*["“](.*)["”]\s*$', re.DOTALL)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-STOP_WORDS = frozenset(["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "aren't", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "can't", "cannot", "could", "couldn't", "did", "didn't", "do", "does", "doesn't", "doing", "don't", "down", "during", "each", "few", "for", "from", "further", "had", "hadn't", "has", "hasn't", "have", "haven't", "having", "he", "he'd", "he'll", "he's", "her", "here", "here's", "hers", "herself", "him", "himself", "his", "how", "how's", "i", "i'd", "i'll", "i'm", "i've", "if", "in", "into", "is", "isn't", "it", "it's", "its", "itself", "let's", "me", "more", "most", "mustn't", "my", "myself", "no", "nor", "not", "of", "off", "on", "once", "only", "or", "other", "ought", "our", "ours", "ourselves", "out", "over", "own", "same", "shan't", "she", "she'd", "she'll", "she's", "should", "shouldn't", "so", "some", "such", "than", "that", "that's", "the", "their", "theirs", "them", "themselves", "then", "there", "there's", "these", "they", "they'd", "they'll", "they're", "they've", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "wasn't", "we", "we'd", "we'll", "we're", "we've", "were", "weren't", "what", "what's", "when", "when's", "where", "where's", "which", "while", "who", "who's", "whom", "why", "why's", "with", "won't", "would", "wouldn't", "you", "you'd", "you'll", "you're", "you've", "your", "yours", "yourself", "yourselves", "ok", "okay", "yes"])
 
 ELIMINATIONS = {1: "no information gain", 2: "refusing response", 3: "only punctuation and stop words",
                 4: "copied prompt words"}

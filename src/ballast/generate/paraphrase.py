@@ -12,14 +12,13 @@ import hashlib
 import re
 from collections import Counter
 
-from rouge_score import rouge_scorer
-
 from ballast.backends.base import Generator
 from ballast.backends.calls import CallLog, generate_all
 from ballast.templates.render import render
 from ballast.generate.responses import Responder
 from ballast.recipe import ParaphraseConfig
 from ballast.records import Record, Source
+from ballast.rouge import rouge_l
 from ballast.stages import decision_stage
 from ballast.templates import load_template
 
@@ -57,7 +56,6 @@ def paraphrase(seeds: list[Record], generator: Generator, cfg: ParaphraseConfig,
     prompts = [[{"role": "user", "content": render(template, persona=persona, instruction=s.instruction.strip())}]
                for s, persona in jobs]
     gens = generate_all(generator, prompts, cfg.decoding.to_decoding(seed), label="paraphrase", log=log)
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     verdicts: list[tuple[str, str | None, float | None]] = []
     for (s, _), gen in zip(jobs, gens):
         if not gen.ok:
@@ -67,7 +65,7 @@ def paraphrase(seeds: list[Record], generator: Generator, cfg: ParaphraseConfig,
         if not text:
             verdicts.append(("", "no rewrite in the model's text", None))
             continue
-        rouge = scorer.score(s.instruction, text)["rougeL"].fmeasure
+        rouge = rouge_l(s.instruction, text)
         n, n0 = len(text.split()), max(1, len(s.instruction.split()))
         if _norm(text) == _norm(s.instruction):
             verdicts.append((text, "the rewrite is the original instruction", rouge))

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from rich.progress import Progress
-from rouge_score import rouge_scorer
 
 from ballast.backends.base import Generation, Generator
 from ballast.errors import InputError
@@ -27,6 +26,7 @@ from ballast.templates.render import render
 from ballast.generate.responses import Responder
 from ballast.recipe import DecodingConfig, SelfInstructConfig
 from ballast.records import Record, Source
+from ballast.rouge import rouge_l
 from ballast.stages import decision_stage
 from ballast.templates import Template, load_template
 
@@ -74,7 +74,6 @@ class SimilarityPool:
     the novelty decision and the most-similar list of the original output format come from one pass."""
 
     def __init__(self) -> None:
-        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
         self.ids: list[str] = []
         self.texts: list[str] = []
 
@@ -83,7 +82,7 @@ class SimilarityPool:
         self.texts.append(text)
 
     def scores(self, text: str) -> np.ndarray:
-        return np.array([self._scorer.score(text, other)["rougeL"].fmeasure for other in self.texts])
+        return np.array([rouge_l(text, other) for other in self.texts])
 
 
 @dataclass

@@ -15,6 +15,8 @@ from functools import cached_property
 from itertools import combinations
 from typing import TYPE_CHECKING, Iterator
 
+from ballast.policy.english import UNIT_SCALE
+
 if TYPE_CHECKING:  # the checker reads a loaded policy; it never loads one
     from ballast.policy.schema import Elapsed, Policy
 
@@ -104,9 +106,6 @@ _EVENT_BEFORE = re.compile(r"\bat\s+$")
 # What is left of a policy value: "within the next 1–6 business days", "two more days"; amounts always may be.
 _REMAINDER_BEFORE = re.compile(r"\b(?:next|another|further)\s+$")
 _REMAINDER_AFTER = re.compile(r"[\s-]+more\b")
-# Canonical units: weeks count as days and years as months, so "two weeks" and "24-month" compare directly.
-_SCALE = {"business_days": ("business_days", 1), "days": ("days", 1), "weeks": ("days", 7),
-          "months": ("months", 1), "years": ("months", 12), "usd": ("usd", 1)}
 _MAX_SUBSET = 10  # context numbers whose every subset sum is tried; beyond that, pairs only
 
 
@@ -122,7 +121,7 @@ def _dates_event(text: str, m: re.Match[str]) -> bool:
 
 
 def _unit(raw: str) -> tuple[str, int]:
-    return _SCALE["business_days" if raw.startswith(("business", "working")) else raw.rstrip("s") + "s"]
+    return UNIT_SCALE["business_days" if raw.startswith(("business", "working")) else raw.rstrip("s") + "s"]
 
 
 @dataclass(frozen=True)
@@ -402,7 +401,7 @@ class PolicyChecker:
         self._cue_facts: dict[str, list[str]] = defaultdict(list)
         for rule in policy.rules:
             for fact in rule.facts:
-                unit, scale = _SCALE[fact.unit]
+                unit, scale = UNIT_SCALE[fact.unit]
                 self._facts[fact.id] = (rule.id, unit, fact.value * scale)
                 for cue in fact.cues:
                     self._cue_facts[_stem(cue.lower())].append(fact.id)

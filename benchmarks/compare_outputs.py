@@ -10,6 +10,7 @@ A restructuring must not change behaviour. This script records the behaviour onc
 - the policy checker's findings on every seed, both devsets and the training seeds' contrastive negatives.
 
     python benchmarks/compare_outputs.py snapshot OUT.json --run-dir RUN_DIR [--classifier] [--cache-from RUN]
+                                          [--override KEY=VALUE ...]
     python benchmarks/compare_outputs.py compare BEFORE.json AFTER.json
 
 Stage keys include a hash of the code, so give each snapshot a fresh run folder (the call cache lives there too;
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,11 @@ from pathlib import Path
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "harbor-support"
 RECIPE = EXAMPLE / "recipe.yaml"
 CLASSIFIER_OVERRIDES = ["generate.contrastive.enabled=true", "curate.classifier.enabled=true"]
+EXTRA_OVERRIDES: list[str] = []  # --override: applied to every run (recorded in the snapshot)
 
 
 def _run_demo(run_dir: Path, overrides: list[str]) -> None:
+    overrides = [*EXTRA_OVERRIDES, *overrides]
     cmd = [sys.executable, "-m", "ballast.cli", "run", str(RECIPE), f"run_dir={run_dir}", *overrides,
            "--until", "select"]
     subprocess.run(cmd, check=True)
@@ -45,9 +48,16 @@ def _cache_counts(run_dir: Path) -> str:
 
 
 def _seed_cache(source: Path | None, run_dir: Path) -> None:
+    """Copy a run's call cache through SQLite's backup API: the cache runs in WAL mode, so the file alone may
+    not hold the latest calls."""
     if source is not None:
         (run_dir / "cache").mkdir(parents=True)
-        shutil.copy(source / "cache" / "calls.sqlite", run_dir / "cache" / "calls.sqlite")
+        src = sqlite3.connect(source / "cache" / "calls.sqlite")
+        dst = sqlite3.connect(run_dir / "cache" / "calls.sqlite")
+        with dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
 
 
 def _run_outputs(run_dir: Path) -> dict:
@@ -101,7 +111,7 @@ def _findings() -> dict:
 def snapshot(out: Path, run_dir: Path, classifier: bool, cache_from: Path | None = None) -> None:
     if run_dir.exists():
         raise SystemExit(f"{run_dir} exists: stage keys include the code hash, give each snapshot a fresh folder")
-    snap = {"findings": _findings()}
+    snap = {"findings": _findings(), "overrides": list(EXTRA_OVERRIDES)}
     _seed_cache(cache_from, run_dir)
     _run_demo(run_dir, [])
     snap["demo"] = _run_outputs(run_dir)
@@ -117,7 +127,7 @@ def snapshot(out: Path, run_dir: Path, classifier: bool, cache_from: Path | None
     n_findings = sum(len(row[2]) for rows in snap["findings"].values() for row in rows)
     print(f"wrote {out}: findings on {counts} ({n_findings} findings); "
           + "; ".join(f"{k}: {len(v['decisions'])} decisions, {len(v['selected'])} selected"
-                      for k, v in snap.items() if k != "findings"))
+                      for k, v in snap.items() if k.startswith("demo")))
 
 
 def _first_differences(a: object, b: object, where: str, found: list[str], limit: int = 10) -> None:
@@ -159,11 +169,14 @@ def main() -> None:
     snap.add_argument("--run-dir", type=Path, required=True)
     snap.add_argument("--classifier", action="store_true", help="also run with contrastive data and the classifier")
     snap.add_argument("--cache-from", type=Path, help="an earlier run folder whose model-call cache to start from")
+    snap.add_argument("--override", action="append", default=[], help="KEY=VALUE for every demo run, e.g. "
+                      "generate.self_instruct.num_instructions=12 on a busy machine")
     cmp = sub.add_parser("compare")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
     args = parser.parse_args()
     if args.command == "snapshot":
+        EXTRA_OVERRIDES.extend(args.override)
         snapshot(args.out, args.run_dir.resolve(), args.classifier,
                  args.cache_from.resolve() if args.cache_from else None)
     else:

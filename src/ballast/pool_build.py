@@ -92,7 +92,8 @@ def build_pool(recipe_path: Path, run_recipe: Callable[..., Path], overrides: li
         "name": recipe.name,
         "recipe": recipe_path.name,
         "seed": recipe.seed,
-        "policy": {"policy_id": policy.policy_id, "version": policy.version, "sha256": policy.sha256},
+        "policy": {"policy_id": policy.policy_id, "version": policy.version, "sha256": policy.sha256,
+                   "company": policy.company},
         "seeds": {"file": recipe.seeds.name, "sha256": _sha256(recipe.seeds),
                   "training_seed_ids_sha256": _ids_sha256(r.id for r in split.train),
                   "heldout_ids_sha256": _ids_sha256(split.heldout_ids)},
@@ -165,7 +166,8 @@ def render_card(manifest: dict) -> str:
     lines = [
         f"# {manifest['name']}: the pilot's synthetic pool",
         "",
-        "Instructions grown from the Harbor Home Goods human training seeds by ballast's generators and answered",
+        f"Instructions grown from the {manifest['policy'].get('company', '')} human training seeds by ballast's "
+        "generators and answered",
         f"by the weak model ({weak['name']}, `{weak['package']}`, sha256 `{weak['sha256'][:16]}...`). It is the",
         "pool the scenario's team already has when the next iteration starts: nothing here is curated, and the",
         "pilot model trains on all of it. Made by `ballast pool` from "

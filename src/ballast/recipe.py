@@ -169,8 +169,9 @@ class ContrastiveConfig(_Section):
     enabled: bool = False
     edits: list[Literal[CONTRASTIVE_EDITS]] = list(CONTRASTIVE_EDITS)  # type: ignore[valid-type]
     max_seeds: int | None = Field(None, ge=1, description="human training seeds to build negatives from")
-    promise_rule: str = Field("D1", description="rule a promised delivery date breaks")
-    identity_rule: str = Field("P1", description="rule a skipped identity check breaks")
+    # Default: the policy's contrastive data (policy.yaml's `contrastive` file) names them.
+    promise_rule: str | None = Field(None, description="rule a promised delivery date breaks")
+    identity_rule: str | None = Field(None, description="rule a skipped identity check breaks")
 
 
 class ServerConfig(_Section):

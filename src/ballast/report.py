@@ -99,15 +99,20 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 METRIC_LABELS = {"violation": "policy violation rate", "escalation_recall": "escalation recall",
                  "escalation_precision": "escalation precision",
                  "false_escalation": "false escalation rate", "signoff": "sign-off rate (customer drafts)",
-                 "register_violation": "register (T1) violation rate", "benign_refusal": "benign refusal rate",
+                 "register_violation": "register ({rule}) violation rate", "benign_refusal": "benign refusal rate",
                  "reference_rougeL": "ROUGE-L vs reference", "judge": "judge grade (1-5)"}
 
 
-def pgr_section(pgr: dict | None) -> str:
+def metric_label(key: str, register_rule: str | None = None) -> str:
+    """The report's name for a metric; the register rule's id comes from the policy (via results.json)."""
+    return METRIC_LABELS[key].format(rule=register_rule or "register rule")
+
+
+def pgr_section(pgr: dict | None, register_rule: str | None = None) -> str:
     if not pgr:
         return ""
     students = pgr["students"]
-    rows = [[METRIC_LABELS[k], "–" if m["gap"] is None else f"{m['gap']:+.2f}"]
+    rows = [[metric_label(k, register_rule), "–" if m["gap"] is None else f"{m['gap']:+.2f}"]
             + ["–" if m["pgr"][s] is None else f"{m['pgr'][s]:.2f}" for s in students]
             for k, m in pgr["metrics"].items()]
     return (f"<h3>Performance gap recovered</h3><p>{html.escape(pgr['note'])}. Gap: {html.escape(pgr['ceiling'])} "
@@ -171,7 +176,7 @@ def render_report(run_dir: Path) -> Path:
                               {m: [v.get("mean") or 0 for v in stats] for m, stats in per_slice.items()},
                               intervals={m: [v.get("ci95") for v in stats] for m, stats in per_slice.items()})
     graded = any((results["models"][m]["overall"].get("judge") or {}).get("mean") is not None for m in models)
-    comparison = [[METRIC_LABELS[k]] + [_fmt(results["models"][m]["overall"].get(k)) for m in models]
+    comparison = [[metric_label(k, results.get("register_rule"))] + [_fmt(results["models"][m]["overall"].get(k)) for m in models]
                   for k in METRIC_LABELS if k != "judge" or graded]
     area_rows = [[a] + [_fmt(results["models"][m]["areas"][a]) for m in models]
                  for a in results["models"][models[0]]["areas"]]
@@ -191,7 +196,7 @@ def render_report(run_dir: Path) -> Path:
                               [[html.escape(c["name"]), "–" if c["value"] is None else f"{c['value']:.3f}",
                                 html.escape(c["limit"]), "pass" if c["passed"] else "<b>FAIL</b>"]
                                for c in gate["checks"]]))
-    pgr_html = pgr_section(results.get("pgr"))
+    pgr_html = pgr_section(results.get("pgr"), results.get("register_rule"))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ballast report: {html.escape(manifest['run'])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}pre{{white-space:pre-wrap;margin:0;

@@ -16,9 +16,6 @@ from ballast.jsonl import read_jsonl
 from ballast.policy.schema import Policy
 from ballast.records import Record, Source
 
-SLICES = ("tone", "returns", "warranty", "delivery", "escalation", "privacy", "membership", "compliance", "benign")
-
-
 class SeedLine(BaseModel):
     """One line of a seed JSONL file, as a person writes it."""
 
@@ -29,7 +26,7 @@ class SeedLine(BaseModel):
     output: str = Field(min_length=1)
     audience: Literal["customer", "agent"]
     rules: list[str]
-    slice: Literal[SLICES]  # type: ignore[valid-type]
+    slice: str = Field(min_length=1)  # one of the policy's slices
 
 
 class ProbeLine(SeedLine):
@@ -60,6 +57,9 @@ def load_seeds(path: str | Path, policy: Policy, line_model: type[SeedLine] = Se
         if unknown:
             raise InputError(f"unknown rule ids {unknown}; expected ids from {policy.policy_id}",
                              file=path, line=line, field="rules")
+        if policy.slices and line_model is SeedLine and seed.slice not in policy.slices:
+            raise InputError(f"Input should be one of the policy's slices {policy.slices}, not {seed.slice!r}",
+                             file=path, line=line, field="slice")
         if seed.ref in refs:
             raise InputError(f"ref {seed.ref!r} already used on line {refs[seed.ref]}", file=path, line=line, field="ref")
         refs[seed.ref] = line

@@ -46,7 +46,7 @@ def score_output(policy: Policy, checker: PolicyChecker, ref: Record, output: st
         "false_escalation": escalated if not needed else None,
         "signoff": output.rstrip().endswith(policy.sign_off) if ref.audience == "customer" else None,
         "register_violation": any(f.rule_id == policy.register_.rule for f in findings),
-        "benign_refusal": (bool(REFUSAL.search(output)) or len(output.split()) < 5) if ref.slice == "benign" else None,
+        "benign_refusal": (bool(REFUSAL.search(output)) or len(output.split()) < 5) if ref.slice == policy.benign_slice else None,
         "reference_rougeL": rouge_l(ref.output, output, stem=True),
     }
 

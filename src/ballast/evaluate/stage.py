@@ -97,7 +97,7 @@ def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], pol
     summary = {"n_heldout": sum("probe" not in r.meta for r in examples),
                "n_probes": sum("probe" in r.meta for r in examples), "decoding": decoding.as_dict(),
                "device": str(device), "dtype": str(dtype).removeprefix("torch."), "model_refs": refs,
-               "models": results}
+               "register_rule": policy.register_.rule, "models": results}
     gap = performance_gap_recovered(results)
     if gap is not None:
         summary["pgr"] = gap

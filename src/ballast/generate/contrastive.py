@@ -4,12 +4,13 @@ The edits are driven by the policy file: its facts (a number or window changed t
 allow), its escalation teams (the sentences naming the team removed when a trigger fires), its register
 (banned phrases and casual markers), its sign-off, the approval limits of rules that escalate to a
 supervisor, and the required terms of the identity rule. Which rule a promised delivery date and a skipped
-identity check break is set in the recipe (contrastive.promise_rule, contrastive.identity_rule).
+identity check break is policy data (policy.yaml's `contrastive` file), which the recipe may override
+(contrastive.promise_rule, contrastive.identity_rule).
 
 The edits the rule checks cannot see (a blame sentence, instructions before the acknowledgement, an invented
 tracking number, outside advice, a competitor, a request for a password or code, a claim that something was
 already done, the wrong team, an exception to a return rule) insert one sentence from a phrase bank
-(generate/phrase_banks.py), picked by a hash of the seed, or move or rename what the seed already says; they
+(the policy's contrastive file, e.g. examples/harbor-support/phrase_banks.yaml), picked by a hash of the seed, or move or rename what the seed already says; they
 exist to teach the conformance classifier.
 
 Each negative is a record with source `contrastive`, the violated rule id in `rules`, and a decision that
@@ -25,8 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ballast.generate.phrase_banks import BANK_RULES, BANKS, RIVALS
-from ballast.policy.schema import Fact, Policy
+from ballast.policy.schema import Fact, Policy, Rule
 from ballast.policy.checks import PolicyChecker
 from ballast.recipe import ContrastiveConfig
 from ballast.policy.english import UNIT_SCALE
@@ -44,7 +44,6 @@ _SENTENCE = re.compile(r"[^\n.!?]+(?:[.!?]+|(?=\n)|$)")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 
 
-_INSTRUCTIONS_FIRST_RULE = "T2"
 # Sentences that state what an exception edit overrides: a refusal, or the item being outside the window.
 _REFUSAL = re.compile(r"\b(?:not (?:be )?(?:able|returnable|eligible)|unable|can(?:no|')t|outside|past the|"
                       r"final sale|no longer|isn't|aren't|unfortunately)\b", re.IGNORECASE)
@@ -174,8 +173,12 @@ class ContrastiveBuilder:
     def __init__(self, policy: Policy, cfg: ContrastiveConfig) -> None:
         self.policy, self.cfg = policy, cfg
         self.checker = PolicyChecker(policy)
-        self.promise_rule = policy.rule(cfg.promise_rule)
-        self.identity_rule = policy.rule(cfg.identity_rule)
+        data = policy.contrastive  # phrase banks, rivals and the rules some edits break (policy data)
+        self.banks = data.banks
+        self.rivals = data.rivals
+        self.instructions_first_rule = data.instructions_first_rule
+        self.promise_rule = self._rule(cfg.promise_rule or data.promise_rule)
+        self.identity_rule = self._rule(cfg.identity_rule or data.identity_rule)
         self.facts = [(r.id, f) for r in policy.rules for f in r.facts]
         # Approval limits: amounts in USD on rules that escalate to a supervisor above them.
         self.limits = [(r, f) for r in policy.rules if r.escalate_to == "supervisor" for f in r.facts
@@ -186,16 +189,21 @@ class ContrastiveBuilder:
             "over_limit_approval": self.over_limit_approval, "skipped_identity_check": self.skipped_identity_check,
             "dropped_sign_off": self.dropped_sign_off, "instructions_first": self.instructions_first,
             "wrong_team": self.wrong_team, "claimed_done": self.claimed_done}
-        self._makers |= {kind: lambda s, k=kind: self.inserted(k, s) for kind in BANK_RULES
-                         if kind not in self._makers}
+        self._makers |= {kind: lambda s, k=kind: self.inserted(k, s) for kind, bank in self.banks.items()
+                         if bank.rule is not None and kind not in self._makers}
+
+    def _rule(self, rule_id: str | None) -> Rule | None:
+        return self.policy.rule(rule_id) if rule_id is not None else None
 
     @property
     def kinds(self) -> list[str]:
         return sorted(self._makers)
 
     def edit(self, kind: str, seed: Record) -> Edit | None:
-        """The seed edited to break one rule, or None when this kind of edit does not fit it or changes nothing."""
-        edit = self._makers[kind](seed)
+        """The seed edited to break one rule, or None when this kind of edit does not fit it or changes nothing (or
+        the policy's contrastive data has no bank for it)."""
+        maker = self._makers.get(kind)
+        edit = maker(seed) if maker is not None else None
         return edit if edit is not None and _tidy(edit.output) != _tidy(seed.output) else None
 
     def edits(self, seed: Record) -> list[Edit]:
@@ -256,7 +264,7 @@ class ContrastiveBuilder:
 
     def promised_date(self, seed: Record) -> Edit | None:
         rule = self.promise_rule
-        if seed.slice != rule.area and rule.id not in seed.rules:
+        if rule is None or (seed.slice != rule.area and rule.id not in seed.rules):
             return None
         day = _WEEKDAYS[_h(seed, "date") % len(_WEEKDAYS)]
         sentence = (f"Your order will arrive by {day}." if seed.audience == "customer"
@@ -280,6 +288,8 @@ class ContrastiveBuilder:
 
     def skipped_identity_check(self, seed: Record) -> Edit | None:
         rule = self.identity_rule
+        if rule is None or "skipped_identity_check" not in self.banks:
+            return None
         if rule.id not in seed.rules and rule.id not in self.checker.triggered(seed.instruction, seed.input):
             return None
         terms = [t.lower() for t in rule.required_terms]
@@ -292,40 +302,37 @@ class ContrastiveBuilder:
         """A sentence from the kind's bank for the seed's audience, its slots filled from the seed; None when
         every wording needs an amount and the seed quotes none."""
         h = _h(seed, kind)
-        customer, agent = BANKS[kind]
-        bank = customer if seed.audience == "customer" else agent
+        bank = self.banks[kind].customer if seed.audience == "customer" else self.banks[kind].agent
         amounts = _USD.findall(self._context(seed) + "\n" + seed.output)
         usable = [s for s in bank if amounts or "{amount}" not in s]
         if not usable:
             return None
         return usable[h % len(usable)].format(
-            day=_WEEKDAYS[(h >> 8) % len(_WEEKDAYS)], rival=RIVALS[(h >> 12) % len(RIVALS)],
+            day=_WEEKDAYS[(h >> 8) % len(_WEEKDAYS)], rival=self.rivals[(h >> 12) % len(self.rivals)] if self.rivals else "",
             tracking=f"HX{(h >> 4) % 10**9:09d}GB", amount=amounts[0] if amounts else "")
 
     def _applies(self, kind: str, seed: Record, rule_id: str) -> bool:
         """Whether the seed is a natural place for this kind of mistake: it exercises the rule, or its topic
         invites it; advice, competitor talk and credential requests can go anywhere, so a quarter of the
         seeds get each."""
-        rules, low = set(seed.rules), seed.output.lower()
-        triggered = set(self.checker.triggered(seed.instruction, seed.input))
-        return {"blame_sentence": bool(rules & {"T2", "T3"}),
-                "invented_fact": "T5" in rules or seed.slice == "delivery",
-                "alternative_refund": "R3" in rules and "refund" in low,
-                "accepted_final_sale": rule_id in rules | triggered,
-                "accepted_late_return": rule_id in rules and bool(_OUTSIDE_WINDOW.search(low)),
-                "outside_advice": rule_id in rules or _h(seed, "advice") % 4 == 0,
-                "competitor_mention": rule_id in rules or _h(seed, "rival") % 4 == 1,
-                "claimed_done": rule_id in rules or _h(seed, "done") % 4 == 2,
-                "waived_condition": rule_id in rules,
-                "price_difference": rule_id in rules | triggered,
-                "early_lost": rule_id in rules,
-                "credential_request": (rule_id in rules or seed.slice == "privacy"
-                                       or _h(seed, "credential") % 4 == 3)}[kind]
+        rules, low, bank = set(seed.rules), seed.output.lower(), self.banks[kind]
+        if bank.reply_words and not any(w in low for w in bank.reply_words):
+            return False
+        # The bank's rule, or another rule or slice the policy data names for it (seed_rules, seed_slices).
+        invited = bool(rules & {rule_id, *bank.seed_rules}) or seed.slice in bank.seed_slices
+        triggered = rule_id in self.checker.triggered(seed.instruction, seed.input)
+        return {"accepted_final_sale": invited or triggered,
+                "accepted_late_return": invited and bool(_OUTSIDE_WINDOW.search(low)),
+                "outside_advice": invited or _h(seed, "advice") % 4 == 0,
+                "competitor_mention": invited or _h(seed, "rival") % 4 == 1,
+                "claimed_done": invited or _h(seed, "done") % 4 == 2,
+                "price_difference": invited or triggered,
+                "credential_request": invited or _h(seed, "credential") % 4 == 3}.get(kind, invited)
 
     def inserted(self, kind: str, seed: Record) -> Edit | None:
         """One sentence from the kind's phrase bank, after the acknowledgement or before the sign-off (by hash);
         an exception to a return rule first removes the sentences that refuse."""
-        rule_id = BANK_RULES[kind]
+        rule_id = self.banks[kind].rule
         if rule_id not in self.policy.by_id or not self._applies(kind, seed, rule_id):
             return None
         sentence = self._bank_sentence(kind, seed)
@@ -341,8 +348,8 @@ class ContrastiveBuilder:
 
     def instructions_first(self, seed: Record) -> Edit | None:
         """The acknowledgement paragraph moved after the instructions that followed it."""
-        if _INSTRUCTIONS_FIRST_RULE not in self.policy.by_id or seed.audience != "customer" \
-                or _INSTRUCTIONS_FIRST_RULE not in seed.rules:
+        rule_id = self.instructions_first_rule
+        if rule_id not in self.policy.by_id or seed.audience != "customer" or rule_id not in seed.rules:
             return None
         paragraphs = _paragraphs(seed.output)
         i = _body_start(paragraphs)
@@ -351,7 +358,7 @@ class ContrastiveBuilder:
         if end - i < 2:
             return None
         paragraphs[i], paragraphs[i + 1] = paragraphs[i + 1], paragraphs[i]
-        return Edit("instructions_first", _INSTRUCTIONS_FIRST_RULE, "\n\n".join(paragraphs),
+        return Edit("instructions_first", rule_id, "\n\n".join(paragraphs),
                     "moved the acknowledgement after the instructions")
 
     def wrong_team(self, seed: Record) -> Edit | None:
@@ -370,7 +377,8 @@ class ContrastiveBuilder:
     def claimed_done(self, seed: Record) -> Edit | None:
         """A promised action ("I'll arrange ...") claimed as already done, or a bank sentence claiming a review
         or an action that did not happen."""
-        rule_id = BANK_RULES["claimed_done"]
+        bank = self.banks.get("claimed_done")
+        rule_id = bank.rule if bank is not None else None
         if rule_id not in self.policy.by_id:
             return None
         m = _FUTURE_ACTION.search(seed.output)

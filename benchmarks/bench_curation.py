@@ -9,7 +9,7 @@ precision and recall against the pool's ground truth (a record is a duplicate wh
 has the same cluster), and the speed ratios; for the novelty rule, the agreement of our decisions with the
 exhaustive ones:
 
-- `rouge-score`: Self-Instruct's loop as the reference `ballast.novelty.RougeNovelty` runs it (rouge-score, every
+- `rouge-score`: Self-Instruct's loop as the reference `tests/rouge_reference.py` runs it (rouge-score, every
   accepted instruction), timed on the first --rouge-sample records and extrapolated to the pool with the number of
   comparisons that loop would make there (the sum, over records, of instructions accepted before it; known
   exactly because our decisions are the same).

@@ -1,5 +1,6 @@
 """Would a fine-tuned encoder catch what the shipped conformance classifier misses? MiniLM fine-tuned as a
-sentence-level cross-encoder against ballast.curate.conformance (logistic heads on frozen MiniLM embeddings), each combined
+sentence-level cross-encoder against ballast.curate.conformance (logistic heads on frozen MiniLM embeddings), each
+combined
 with the rule checks, on the same training data and the same devsets in one run.
 
 Training data for both: the example's training seeds (conformant) and their contrastive negatives. The cross-encoder

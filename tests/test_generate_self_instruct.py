@@ -77,8 +77,12 @@ def test_classification_answers_and_instance_parsing():
 
 def test_instance_filters():
     cfg, rng = InstanceFilterConfig(), random.Random(0)
-    kept = lambda xs: [(i.input, i.output) for i in xs if not i.rejected]
-    reasons = lambda xs: [i.rejected for i in xs if i.rejected]
+    def kept(xs):
+        return [(i.input, i.output) for i in xs if not i.rejected]
+
+    def reasons(xs):
+        return [i.rejected for i in xs if i.rejected]
+
     out = filter_instances([Instance("x", "x"), Instance("y", ""), Instance("z", "Answer:"), Instance("q", "ok")],
                            cfg, rng, truncated=False)
     assert kept(out) == [("q", "ok")]
@@ -116,7 +120,8 @@ def test_unparsable_model_text_is_a_recorded_failure(seeds):
     assert len(records) == 2 and not any(r.kept for r in records)
     assert all(r.decisions[0].reason.startswith("no task parsed from the model's text") for r in records)
     # Tasks parse, but the instance text does not: each task is a record saying so.
-    tasks = "Tell the customer when the sofa will be delivered to their home.\nTask 10: Summarise this ticket for a colleague in one line."
+    tasks = ("Tell the customer when the sofa will be delivered to their home.\n"
+             "Task 10: Summarise this ticket for a colleague in one line.")
     records = self_instruct(seeds[:20], Scripted(tasks, instances="no idea"), cfg, DecodingConfig(), "Harbor", "p", 0)
     assert [r.decisions[0].reason[:27] for r in records] == ["no instance parsed from the"] * 2
     assert all(r.meta["is_classification"] == "no" for r in records)

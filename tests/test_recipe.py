@@ -33,8 +33,11 @@ def _error(path: Path, overrides: list[str] = ()) -> InputError:
     ("train:\n  max_steps: many\n", "train.max_steps", 6),  # a value of the wrong type
     ("select:\n  min_distance: 3\n", "select.min_distance", 6),  # out of range
     ("train:\n  base: gemma3-270m\n", "train.base", 6),  # the strong model has one key: models.strong
-    ("generate:\n  template_slots:\n    enabled: true\n    templates:\n      - {id: a, instruction: 'x {tone}'}\n",
-     "generate.template_slots", 6),  # a model-level check points at its section
+    (  # a model-level check points at its section
+        "generate:\n  template_slots:\n    enabled: true\n    templates:\n      - {id: a, instruction: 'x {t}'}\n",
+        "generate.template_slots",
+        6,
+    ),
     ("models:\n  weak: [1, 2]\n", "models.weak", 6),
 ])
 def test_each_error_names_the_key_and_the_line(tmp_path, body, field, line):

@@ -36,8 +36,9 @@ def funnel(decisions: Path) -> list[dict]:
 
 
 def rule_counts(decisions: Path) -> list[tuple[str, int]]:
-    return duckdb.sql(f"""select rule_id, count(*) n from read_parquet('{decisions}')
-                          where not kept and rule_id is not null group by rule_id order by n desc, rule_id""").fetchall()
+    query = f"""select rule_id, count(*) n from read_parquet('{decisions}')
+                where not kept and rule_id is not null group by rule_id order by n desc, rule_id"""
+    return duckdb.sql(query).fetchall()
 
 
 def bar_chart(title: str, categories: list[str], series: dict[str, list[float]], *, percent: bool = True,

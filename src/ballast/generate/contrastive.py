@@ -9,9 +9,9 @@ identity check break is policy data (policy.yaml's `contrastive` file), which th
 
 The edits the rule checks cannot see (a blame sentence, instructions before the acknowledgement, an invented
 tracking number, outside advice, a competitor, a request for a password or code, a claim that something was
-already done, the wrong team, an exception to a return rule) insert one sentence from a phrase bank
-(the policy's contrastive file, e.g. examples/harbor-support/phrase_banks.yaml), picked by a hash of the seed, or move or rename what the seed already says; they
-exist to teach the conformance classifier.
+already done, the wrong team, an exception to a return rule) insert one sentence from a phrase bank (the
+policy's contrastive file, e.g. examples/harbor-support/phrase_banks.yaml), picked by a hash of the seed, or move
+or rename what the seed already says; they exist to teach the conformance classifier.
 
 Each negative is a record with source `contrastive`, the violated rule id in `rules`, and a decision that
 names the rule; the decision drops it from the positives, and selection excludes the source outright, so

@@ -24,10 +24,10 @@ import torch
 from transformers import PretrainedConfig
 
 from ballast.policy.schema import load_policy
-from ballast.templates.prompts import record_messages
-from ballast.score.ifd import QualityScorer, ScoringInput, generation_header
 from ballast.records import Record
+from ballast.score.ifd import QualityScorer, ScoringInput, generation_header
 from ballast.seeds import load_seeds, split_heldout
+from ballast.templates.prompts import record_messages
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "harbor-support"
 TARGET_RATIO, TOLERANCE = 3.0, 1e-4
@@ -76,8 +76,9 @@ def reference_scores(scorer: QualityScorer, records: list[Record], max_length: i
     alone = generation_header(tokenizer)
     out = []
     for record in records:
-        prompt = tokenizer.apply_chat_template(record_messages(record, scorer.company, with_response=False),
-                                               tokenize=False, add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            record_messages(record, scorer.company, with_response=False), tokenize=False, add_generation_prompt=True
+        )
         cond = reference_loss(model, tokenizer, prompt + record.output, record.output, max_length)
         uncond = reference_loss(model, tokenizer, alone + record.output, record.output, max_length)
         out.append(math.exp(cond) / math.exp(uncond))
@@ -100,11 +101,15 @@ def main() -> None:
     scorer = QualityScorer(policy.company, batch_size=args.batch_size, max_len=args.max_len)
     items = [scorer.prepare(r) for r in records]
     tokens = sum(len(i.prompt) + len(i.alone) + 2 * len(i.response) for i in items)
-    print(f"model {scorer.model.name} (float32, {scorer.lm.device}, {torch.get_num_threads()} threads); "
-          f"{len(records)} records, {tokens} tokens in both passes")
+    print(
+        f"model {scorer.model.name} (float32, {scorer.lm.device}, {torch.get_num_threads()} threads); "
+        f"{len(records)} records, {tokens} tokens in both passes"
+    )
     reference_flops, ours_flops = flop_counts(scorer.lm.config, items)
-    print(f"FLOP ratio ceiling: {reference_flops / ours_flops:.2f}x (reference {reference_flops / 1e12:.1f} TFLOP, "
-          f"ballast.score.ifd {ours_flops / 1e12:.1f} TFLOP)")
+    print(
+        f"FLOP ratio ceiling: {reference_flops / ours_flops:.2f}x (reference {reference_flops / 1e12:.1f} TFLOP, "
+        f"ballast.score.ifd {ours_flops / 1e12:.1f} TFLOP)"
+    )
 
     # Warm-up: first calls allocate and pick kernels.
     reference_scores(scorer, records[:2], args.max_len)
@@ -123,10 +128,14 @@ def main() -> None:
 
     diff = max(abs(r.scores["ifd"] - ref) for r, ref in zip(ours_records, reference, strict=True))
     ratio = reference_s / ours_s
-    print(f"reference (per example, full logits): {len(records) / reference_s:8.2f} records/s  ({reference_s:.1f} s, "
-          f"{reference_flops / reference_s / 1e9:.0f} GFLOP/s)")
-    print(f"ballast.score.ifd (batched, response-only head): {len(records) / ours_s:8.2f} records/s  "
-          f"({ours_s:.1f} s, {ours_flops / ours_s / 1e9:.0f} GFLOP/s)")
+    print(
+        f"reference (per example, full logits): {len(records) / reference_s:8.2f} records/s  ({reference_s:.1f} s, "
+        f"{reference_flops / reference_s / 1e9:.0f} GFLOP/s)"
+    )
+    print(
+        f"ballast.score.ifd (batched, response-only head): {len(records) / ours_s:8.2f} records/s  "
+        f"({ours_s:.1f} s, {ours_flops / ours_s / 1e9:.0f} GFLOP/s)"
+    )
     print(f"speed-up: {ratio:.2f}x (target >= {TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
     print(f"max |IFD difference|: {diff:.2e} (limit {TOLERANCE:g}: {'met' if diff <= TOLERANCE else 'NOT met'})")
 

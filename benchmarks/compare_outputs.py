@@ -37,8 +37,17 @@ EXTRA_OVERRIDES: list[str] = []  # --override: applied to every run (recorded in
 
 def _run_demo(run_dir: Path, overrides: list[str]) -> None:
     overrides = [*EXTRA_OVERRIDES, *overrides]
-    cmd = [sys.executable, "-m", "ballast.cli", "run", str(RECIPE), f"run_dir={run_dir}", *overrides,
-           "--until", "select"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ballast.cli",
+        "run",
+        str(RECIPE),
+        f"run_dir={run_dir}",
+        *overrides,
+        "--until",
+        "select",
+    ]
     subprocess.run(cmd, check=True)
 
 
@@ -64,12 +73,27 @@ def _run_outputs(run_dir: Path) -> dict:
     import pyarrow.parquet as pq
 
     decisions = pq.read_table(run_dir / "decisions.parquet").to_pylist()
-    rows = [[d["record_id"], d["source"], d["stage"], d["kept"], d["reason"], d["rule_id"],
-             None if d["score"] is None else round(d["score"], 6), d["duplicate_of"]] for d in decisions]
-    selected = pq.read_table(run_dir / "stages" / "select" / "records.parquet",
-                             columns=["id", "source", "weight", "decisions", "scores"]).to_pylist()
-    chosen = [[r["id"], round(r["weight"], 6)] for r in selected
-              if r["source"] != "contrastive" and all(d["kept"] for d in r["decisions"])]
+    rows = [
+        [
+            d["record_id"],
+            d["source"],
+            d["stage"],
+            d["kept"],
+            d["reason"],
+            d["rule_id"],
+            None if d["score"] is None else round(d["score"], 6),
+            d["duplicate_of"],
+        ]
+        for d in decisions
+    ]
+    selected = pq.read_table(
+        run_dir / "stages" / "select" / "records.parquet", columns=["id", "source", "weight", "decisions", "scores"]
+    ).to_pylist()
+    chosen = [
+        [r["id"], round(r["weight"], 6)]
+        for r in selected
+        if r["source"] != "contrastive" and all(d["kept"] for d in r["decisions"])
+    ]
     scores = {r["id"]: {k: round(v, 6) for k, v in sorted(r["scores"] or [])} for r in selected}
     return {"decisions": rows, "selected": chosen, "scores": scores}
 
@@ -97,14 +121,28 @@ def _findings() -> dict:
         sets[name] = []
         for line in (EXAMPLE / f"{name}.jsonl").read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            sets[name].append(Record(instruction=row["instruction"], input=row["input"], output=row["output"],
-                                     source=Source.imported, audience=row["audience"]))
+            sets[name].append(
+                Record(
+                    instruction=row["instruction"],
+                    input=row["input"],
+                    output=row["output"],
+                    source=Source.imported,
+                    audience=row["audience"],
+                )
+            )
     out = {}
     for name, records in sets.items():
-        out[name] = [[r.id, r.rules if name == "negatives" else None,
-                      [[f.rule_id, f.message, list(f.span) if f.span else None]
-                       for f in checker.check(r.instruction, r.input, r.output, r.audience)]]
-                     for r in records]
+        out[name] = [
+            [
+                r.id,
+                r.rules if name == "negatives" else None,
+                [
+                    [f.rule_id, f.message, list(f.span) if f.span else None]
+                    for f in checker.check(r.instruction, r.input, r.output, r.audience)
+                ],
+            ]
+            for r in records
+        ]
     return out
 
 
@@ -125,9 +163,14 @@ def snapshot(out: Path, run_dir: Path, classifier: bool, cache_from: Path | None
     out.write_text(json.dumps(snap, indent=0, sort_keys=True), encoding="utf-8")
     counts = {k: len(v) for k, v in snap["findings"].items()}
     n_findings = sum(len(row[2]) for rows in snap["findings"].values() for row in rows)
-    print(f"wrote {out}: findings on {counts} ({n_findings} findings); "
-          + "; ".join(f"{k}: {len(v['decisions'])} decisions, {len(v['selected'])} selected"
-                      for k, v in snap.items() if k.startswith("demo")))
+    print(
+        f"wrote {out}: findings on {counts} ({n_findings} findings); "
+        + "; ".join(
+            f"{k}: {len(v['decisions'])} decisions, {len(v['selected'])} selected"
+            for k, v in snap.items()
+            if k.startswith("demo")
+        )
+    )
 
 
 def _first_differences(a: object, b: object, where: str, found: list[str], limit: int = 10) -> None:
@@ -169,16 +212,21 @@ def main() -> None:
     snap.add_argument("--run-dir", type=Path, required=True)
     snap.add_argument("--classifier", action="store_true", help="also run with contrastive data and the classifier")
     snap.add_argument("--cache-from", type=Path, help="an earlier run folder whose model-call cache to start from")
-    snap.add_argument("--override", action="append", default=[], help="KEY=VALUE for every demo run, e.g. "
-                      "generate.self_instruct.num_instructions=12 on a busy machine")
+    snap.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="KEY=VALUE for every demo run, e.g. generate.self_instruct.num_instructions=12 on a busy machine",
+    )
     cmp = sub.add_parser("compare")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
     args = parser.parse_args()
     if args.command == "snapshot":
         EXTRA_OVERRIDES.extend(args.override)
-        snapshot(args.out, args.run_dir.resolve(), args.classifier,
-                 args.cache_from.resolve() if args.cache_from else None)
+        snapshot(
+            args.out, args.run_dir.resolve(), args.classifier, args.cache_from.resolve() if args.cache_from else None
+        )
     else:
         raise SystemExit(0 if compare(args.before, args.after) else 1)
 

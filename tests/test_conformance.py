@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from ballast.curate.conformance import ConformanceClassifier, fit_from_seeds
-from ballast.curate.stream import curate_parquet
 from ballast.curate.filters import Conformance, PolicyRules
 from ballast.curate.stage import curation_filters
+from ballast.curate.stream import curate_parquet
 from ballast.errors import InputError
 from ballast.generate.contrastive import contrastive_negatives
 from ballast.policy.checks import PolicyChecker
@@ -126,8 +126,16 @@ def test_streamed_curation_fits_the_classifier_on_the_seeds_and_negatives_given(
     path = write_records(pool, tmp_path / "pool.parquet")
     cfg = CurateConfig(classifier=ClassifierConfig(enabled=True, threshold=0.5))
     negatives = contrastive_negatives(seen, policy, ContrastiveConfig())[0]
-    report = curate_parquet(path, tmp_path / "records.parquet", tmp_path / "decisions.parquet", cfg,
-                            seen=seen, policy=policy, progress=False, negatives=negatives)
+    report = curate_parquet(
+        path,
+        tmp_path / "records.parquet",
+        tmp_path / "decisions.parquet",
+        cfg,
+        seen=seen,
+        policy=policy,
+        progress=False,
+        negatives=negatives,
+    )
     assert report.stages["curate.conformance"].decided >= 1
     assert "curate.conformance" in report.models
 

@@ -50,11 +50,22 @@ def test_the_judge_grades_every_evaluated_output(policy, seeds, tmp_path):
     from ballast.recipe import load_recipe
     from ballast.score.stage import make_judge
 
-    recipe = load_recipe(Path(__file__).parent / "data" / "tiny_recipe.yaml",
-                         ["evaluate.judge={}", "evaluate.probes=null", "evaluate.decoding.max_tokens=48"])
+    recipe = load_recipe(
+        Path(__file__).parent / "data" / "tiny_recipe.yaml",
+        ["evaluate.judge={}", "evaluate.probes=null", "evaluate.decoding.max_tokens=48"],
+    )
     judge = make_judge(recipe.evaluate.judge, recipe.models.weak, recipe.seed, policy)
-    evaluate_models({"weak": None}, seeds[:2], policy, recipe.evaluate, recipe.seed, recipe.models.strong,
-                    lambda: backend_for(recipe.generate.server, recipe.models.weak), tmp_path, judge=judge)
+    evaluate_models(
+        {"weak": None},
+        seeds[:2],
+        policy,
+        recipe.evaluate,
+        recipe.seed,
+        recipe.models.strong,
+        lambda: backend_for(recipe.generate.server, recipe.models.weak),
+        tmp_path,
+        judge=judge,
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     grade = results["models"]["weak"]["overall"]["judge"]
     # Each grade is 1-5, or missing when the tiny model's answer did not parse (a recorded failure).

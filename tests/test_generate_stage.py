@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ballast.backends.base import Generation
-from ballast.backends.openai_http import OpenAIBackend
 from ballast.backends.calls import CallLog
 from ballast.backends.factory import backend_for
+from ballast.backends.openai_http import OpenAIBackend
 from ballast.generate.stage import generate_records, templates_used
 from ballast.recipe import GenerateConfig, load_recipe
 from ballast.records import ModelRef, Source
@@ -34,8 +34,10 @@ class Anything:
             elif "Rewritten request:" in text:
                 gen = Generation(text="Could you put together a short reply for this customer?")
             else:
-                gen = Generation(text="Thank you for your message. A colleague will follow up with the details.",
-                                 completion_tokens=12)
+                gen = Generation(
+                    text="Thank you for your message. A colleague will follow up with the details.",
+                    completion_tokens=12,
+                )
             out.append(gen)
             if on_result:
                 on_result(i, gen)
@@ -51,15 +53,27 @@ def test_defaults_turn_on_self_instruct_only():
 
 
 def test_every_generator_wired_into_one_stage(seeds, policy, tmp_path):
-    recipe = load_recipe(TINY, [
-        "generate.self_instruct.num_instructions=2", "generate.self_instruct.max_requests=2",
-        "generate.evol.enabled=true", "generate.evol.rounds=1", "generate.evol.max_seeds=2",
-        "generate.paraphrase.enabled=true", "generate.paraphrase.max_seeds=2",
-        "generate.contrastive.enabled=true", "generate.contrastive.max_seeds=5",
-        "generate.template_slots.enabled=true", "generate.template_slots.total=2",
-        "generate.template_slots.slots={channel: [chat, email], product: [lamp, rug]}",
-        ("generate.template_slots.templates=[{id: t1, instruction: 'Draft a {channel} reply.', "
-         "input: 'My {product} broke.', slice: returns}]")])
+    recipe = load_recipe(
+        TINY,
+        [
+            "generate.self_instruct.num_instructions=2",
+            "generate.self_instruct.max_requests=2",
+            "generate.evol.enabled=true",
+            "generate.evol.rounds=1",
+            "generate.evol.max_seeds=2",
+            "generate.paraphrase.enabled=true",
+            "generate.paraphrase.max_seeds=2",
+            "generate.contrastive.enabled=true",
+            "generate.contrastive.max_seeds=5",
+            "generate.template_slots.enabled=true",
+            "generate.template_slots.total=2",
+            "generate.template_slots.slots={channel: [chat, email], product: [lamp, rug]}",
+            (
+                "generate.template_slots.templates=[{id: t1, instruction: 'Draft a {channel} reply.', "
+                "input: 'My {product} broke.', slice: returns}]"
+            ),
+        ],
+    )
     log = CallLog(tmp_path / "calls.jsonl")
     train = [s for s in seeds if s.meta["ref"] not in ("RET-001",)]
     records, counts = generate_records(train, Anything(), recipe.generate, recipe.seed, policy, log=log)

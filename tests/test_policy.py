@@ -25,8 +25,13 @@ def test_policy_carries_the_facts_and_escalation_teams(policy):
     assert facts["lost_parcel_wait"] == (10, "business_days")
     assert facts["membership_refund_window"] == (14, "days")
     teams = {r.id: r.escalate_to for r in policy.rules if r.id.startswith("E")}
-    assert teams == {"E1": "Product Safety team", "E2": "Tier 2", "E3": "Payments Risk team",
-                     "E4": "Tier 2", "E5": "Tier 2"}
+    assert teams == {
+        "E1": "Product Safety team",
+        "E2": "Tier 2",
+        "E3": "Payments Risk team",
+        "E4": "Tier 2",
+        "E5": "Tier 2",
+    }
     assert all(policy.rule(e).triggers for e in teams)
     assert policy.sign_off == "Kind regards,\n[Agent name]\nHarbor Home Goods Support"
     assert "no worries" in policy.register_.banned_phrases

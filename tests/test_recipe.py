@@ -28,18 +28,21 @@ def _error(path: Path, overrides: list[str] = ()) -> InputError:
     return info.value
 
 
-@pytest.mark.parametrize(("body", "field", "line"), [
-    ("select:\n  budget: 10\n  budgt: 5\n", "select.budgt", 7),  # a misspelt key
-    ("train:\n  max_steps: many\n", "train.max_steps", 6),  # a value of the wrong type
-    ("select:\n  min_distance: 3\n", "select.min_distance", 6),  # out of range
-    ("train:\n  base: gemma3-270m\n", "train.base", 6),  # the strong model has one key: models.strong
-    (  # a model-level check points at its section
-        "generate:\n  template_slots:\n    enabled: true\n    templates:\n      - {id: a, instruction: 'x {t}'}\n",
-        "generate.template_slots",
-        6,
-    ),
-    ("models:\n  weak: [1, 2]\n", "models.weak", 6),
-])
+@pytest.mark.parametrize(
+    ("body", "field", "line"),
+    [
+        ("select:\n  budget: 10\n  budgt: 5\n", "select.budgt", 7),  # a misspelt key
+        ("train:\n  max_steps: many\n", "train.max_steps", 6),  # a value of the wrong type
+        ("select:\n  min_distance: 3\n", "select.min_distance", 6),  # out of range
+        ("train:\n  base: gemma3-270m\n", "train.base", 6),  # the strong model has one key: models.strong
+        (  # a model-level check points at its section
+            "generate:\n  template_slots:\n    enabled: true\n    templates:\n      - {id: a, instruction: 'x {t}'}\n",
+            "generate.template_slots",
+            6,
+        ),
+        ("models:\n  weak: [1, 2]\n", "models.weak", 6),
+    ],
+)
 def test_each_error_names_the_key_and_the_line(tmp_path, body, field, line):
     err = _error(_recipe(tmp_path, body))
     assert err.field == field
@@ -86,8 +89,10 @@ def test_stage_seeds_default_to_the_recipe_seed(tmp_path):
 
 
 def test_loading_a_recipe_imports_no_training_library():
-    code = ("import sys; from ballast.recipe import load_recipe; "
-            f"load_recipe({str(EXAMPLE / 'recipe.yaml')!r}); "
-            "print(sorted(m for m in ('torch', 'trl', 'peft', 'transformers', 'datasets') if m in sys.modules))")
+    code = (
+        "import sys; from ballast.recipe import load_recipe; "
+        f"load_recipe({str(EXAMPLE / 'recipe.yaml')!r}); "
+        "print(sorted(m for m in ('torch', 'trl', 'peft', 'transformers', 'datasets') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

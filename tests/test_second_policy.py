@@ -29,8 +29,9 @@ def test_a_second_policy_runs_without_code_changes(tmp_path):
     named = {d["rule_id"] for d in decisions if d["rule_id"]}
     assert named and named <= RULES, named  # every rule a decision names is one of this policy's
     # The contrastive edits read this policy's data: its facts, register, sign-off, escalation and phrase bank.
-    negatives = [r for r in read_records(root / "stages" / "generate" / "records.parquet")
-                 if r.source.value == "contrastive"]
+    negatives = [
+        r for r in read_records(root / "stages" / "generate" / "records.parquet") if r.source.value == "contrastive"
+    ]
     assert {rule for r in negatives for rule in r.rules} == {"B1", "K1", "K2", "K3", "S1"}
     blame = [r for r in negatives if r.rules == ["K3"]]
     assert blame and all(("kerbs" in r.output) or ("locked the bike" in r.output) for r in blame)

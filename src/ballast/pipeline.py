@@ -55,14 +55,17 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
     weak_path, weak_ref = resolve(recipe.models.weak)
     strong_path, strong_ref = resolve(recipe.models.strong)
     run.manifest.policy = {"policy_id": policy.policy_id, "version": policy.version, "sha256": policy.sha256}
-    run.manifest.models = {"weak": FileHash(path=str(weak_path), sha256=weak_ref.sha256, name=weak_ref.name),
-                           "strong": FileHash(path=str(strong_path), sha256=strong_ref.sha256, name=strong_ref.name)}
+    run.manifest.models = {
+        "weak": FileHash(path=str(weak_path), sha256=weak_ref.sha256, name=weak_ref.name),
+        "strong": FileHash(path=str(strong_path), sha256=strong_ref.sha256, name=strong_ref.name),
+    }
     if recipe.curate.semantic.enabled:  # the static model distilled from MiniLM (once, then cached)
         from ballast.backends.static import StaticEmbedder
 
         static = StaticEmbedder(pca_dims=recipe.curate.semantic.pca_dims)
-        run.manifest.models["semantic"] = FileHash(path=str(static.folder / "model.safetensors"),
-                                                   sha256=static.model.sha256, name=static.model.name)
+        run.manifest.models["semantic"] = FileHash(
+            path=str(static.folder / "model.safetensors"), sha256=static.model.sha256, name=static.model.name
+        )
     run.manifest.data = {"seeds": hash_file(recipe.seeds), "policy": hash_file(recipe.policy)}
     templates = generate_stage.templates_used(recipe.generate)
     run.manifest.templates = dict(templates)
@@ -77,43 +80,70 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
     if recipe.generate.self_instruct.enabled and recipe.generate.self_instruct.writer == "strong":
         writer = CachedGenerator(backend_for(None, recipe.models.strong), run.cache_path)
     # What stages declare they read besides recipe keys: file hashes rather than names and paths.
-    run.provide({"seeds": seeds_key, "policy": policy.sha256, "templates": templates,
-                 "models.weak": weak_ref.sha256, "models.strong": strong_ref.sha256,
-                 "models.writer": writer.model.sha256 if writer is not None else None})
+    run.provide(
+        {
+            "seeds": seeds_key,
+            "policy": policy.sha256,
+            "templates": templates,
+            "models.weak": weak_ref.sha256,
+            "models.strong": strong_ref.sha256,
+            "models.writer": writer.model.sha256 if writer is not None else None,
+        }
+    )
     # Every model call of the stage, appended as it returns: a crash leaves a trail and the failures counted.
     call_log, gen_counts = CallLog(run.root / "logs" / "generate.calls.jsonl"), {}
 
     def produce_generated() -> list[Record]:
-        records, counts = generate_stage.generate_records(split.train, weak, recipe.generate, recipe.seed, policy,
-                                                          log=call_log, writer=writer)
+        records, counts = generate_stage.generate_records(
+            split.train, weak, recipe.generate, recipe.seed, policy, log=call_log, writer=writer
+        )
         gen_counts.update(counts)
         return records
 
     gen_key, generated = run.records_step(
-        "generate", generate_stage.READS, [], len(split.train), produce_generated,
-        extra=lambda: {"cache_hits": weak.hits, "cache_misses": weak.misses, **gen_counts})
+        "generate",
+        generate_stage.READS,
+        [],
+        len(split.train),
+        produce_generated,
+        extra=lambda: {"cache_hits": weak.hits, "cache_misses": weak.misses, **gen_counts},
+    )
     call_log.close()
     if until == "generate":
         return run.root
     cur_key, curated = run.records_step(
-        "curate", curate_stage.READS, [gen_key], len(generated),
-        lambda: curate_stage.curate(generated, split.train, recipe.curate, policy,
-                                    negatives=_negatives(generated, split.train, recipe, policy)))
+        "curate",
+        curate_stage.READS,
+        [gen_key],
+        len(generated),
+        lambda: curate_stage.curate(
+            generated, split.train, recipe.curate, policy, negatives=_negatives(generated, split.train, recipe, policy)
+        ),
+    )
     if until == "curate":
         return run.root
     score_log = CallLog(run.root / "logs" / "score.calls.jsonl")
     score_key, curated = run.records_step(
-        "score", score_stage.READS, [cur_key], len(curated),
-        lambda: score_stage.score(curated, recipe.score, recipe.models.weak, recipe.seed, policy, score_log))
+        "score",
+        score_stage.READS,
+        [cur_key],
+        len(curated),
+        lambda: score_stage.score(curated, recipe.score, recipe.models.weak, recipe.seed, policy, score_log),
+    )
     score_log.close()
     if until == "score":
         return run.root
     # The pilot is what the team shipped: every seed plus everything the weak model wrote, unfiltered.
     pilot_set = split.train + [r for r in generated if r.decisions and r.decisions[0].kept]
     sel_key, selected = run.records_step(
-        "select", select_stage.READS, [score_key, gen_key], len(curated) + len(split.train),
-        lambda: select_stage.select_stage(split.train, curated, pilot_set, recipe.select, recipe.seed,
-                                          run.root / "stages" / "select"))
+        "select",
+        select_stage.READS,
+        [score_key, gen_key],
+        len(curated) + len(split.train),
+        lambda: select_stage.select_stage(
+            split.train, curated, pilot_set, recipe.select, recipe.seed, run.root / "stages" / "select"
+        ),
+    )
     guard_heldout(training_set(selected), split, "selection")
     run.write_decision_log(selected)
     if until == "select":
@@ -127,8 +157,14 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
         if name not in recipe.evaluate.models:
             continue
         folder = run.root / "stages" / f"train.{name}"
-        train_keys.append(run.step(f"train.{name}", train.READS, upstream[name],
-                                   lambda out, records=sets[name]: _train(records, policy, recipe, out)))
+        train_keys.append(
+            run.step(
+                f"train.{name}",
+                train.READS,
+                upstream[name],
+                lambda out, records=sets[name]: _train(records, policy, recipe, out),
+            )
+        )
         adapters[name] = folder / "adapter"
     if until == "train":
         return run.root
@@ -139,10 +175,22 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
     judge = None
     if recipe.evaluate.judge is not None:
         judge = score_stage.make_judge(recipe.evaluate.judge, recipe.models.weak, recipe.seed, policy)
-    run.step("evaluate", evaluate_stage.READS, train_keys,
-             lambda out: evaluate_stage.evaluate_models({m: adapters[m] for m in recipe.evaluate.models},
-                                                        split.heldout, policy, recipe.evaluate, recipe.seed,
-                                                        recipe.models.strong, weak_model, out, judge=judge))
+    run.step(
+        "evaluate",
+        evaluate_stage.READS,
+        train_keys,
+        lambda out: evaluate_stage.evaluate_models(
+            {m: adapters[m] for m in recipe.evaluate.models},
+            split.heldout,
+            policy,
+            recipe.evaluate,
+            recipe.seed,
+            recipe.models.strong,
+            weak_model,
+            out,
+            judge=judge,
+        ),
+    )
     if until == "evaluate":
         return run.root
     run_gate(run.root, recipe.gate)
@@ -166,7 +214,13 @@ def _negatives(generated: list[Record], train: list[Record], recipe: Recipe, pol
 
 
 def _train(records: list[Record], policy: Policy, recipe: Recipe, out: Path) -> dict:
-    result = train.train_lora(records, policy.company, recipe.train, out / "adapter", base=recipe.models.strong,
-                              seed=recipe.seed)
-    return {"records_in": len(records), "records_out": len(records), "kept": len(records), "dropped": 0,
-            "train": result.model_dump(mode="json")}
+    result = train.train_lora(
+        records, policy.company, recipe.train, out / "adapter", base=recipe.models.strong, seed=recipe.seed
+    )
+    return {
+        "records_in": len(records),
+        "records_out": len(records),
+        "kept": len(records),
+        "dropped": 0,
+        "train": result.model_dump(mode="json"),
+    }

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ballast.errors import InputError
 from ballast.backends.models import EMBEDDED
+from ballast.errors import InputError
 from ballast.recipe import Recipe, load_recipe
 from ballast.records import Record
 from ballast.store import read_records, write_json, write_records
@@ -72,14 +72,15 @@ def _shard_entry(path: Path, records: list[Record], run_root: Path) -> dict:
     }
 
 
-def build_pool(recipe_path: Path, run_recipe: Callable[..., Path], overrides: list[str] = (),
-               shards: Iterable[int] | None = None) -> Path:
+def build_pool(
+    recipe_path: Path, run_recipe: Callable[..., Path], overrides: list[str] = (), shards: Iterable[int] | None = None
+) -> Path:
     """Generate the shards not yet in the dataset folder (all of them, or those listed); returns the folder.
     `run_recipe` is the pipeline's (`ballast.pipeline.run_recipe`), which runs each shard up to generate: glue
     beside the pipeline, not above it."""
-    from ballast.seeds import load_seeds, split_heldout
-    from ballast.policy.schema import load_policy
     from ballast.generate.stage import templates_used
+    from ballast.policy.schema import load_policy
+    from ballast.seeds import load_seeds, split_heldout
 
     recipe = load_recipe(recipe_path, list(overrides))
     folder = pool_folder(recipe_path, recipe)
@@ -88,32 +89,42 @@ def build_pool(recipe_path: Path, run_recipe: Callable[..., Path], overrides: li
     manifest = read_manifest(folder)
     policy = load_policy(recipe.policy)
     split = split_heldout(load_seeds(recipe.seeds, policy), recipe.heldout_fraction, salt=f"heldout:{recipe.seed}")
-    manifest.update({
-        "name": recipe.name,
-        "recipe": recipe_path.name,
-        "seed": recipe.seed,
-        "policy": {"policy_id": policy.policy_id, "version": policy.version, "sha256": policy.sha256,
-                   "company": policy.company},
-        "seeds": {"file": recipe.seeds.name, "sha256": _sha256(recipe.seeds),
-                  "training_seed_ids_sha256": _ids_sha256(r.id for r in split.train),
-                  "heldout_ids_sha256": _ids_sha256(split.heldout_ids)},
-        "models": {"weak": _model_entry(recipe.models.weak), "strong": _model_entry(recipe.models.strong)},
-        "templates": templates_used(recipe.generate),
-        "decoding": {
-            "instructions": recipe.generate.self_instruct.decoding.model_dump(),
-            "instruction_writer": recipe.generate.self_instruct.writer,
-            "responses": recipe.generate.responses.decoding.model_dump(),
-            "response_mode": recipe.generate.responses.mode,
-        },
-    })
+    manifest.update(
+        {
+            "name": recipe.name,
+            "recipe": recipe_path.name,
+            "seed": recipe.seed,
+            "policy": {
+                "policy_id": policy.policy_id,
+                "version": policy.version,
+                "sha256": policy.sha256,
+                "company": policy.company,
+            },
+            "seeds": {
+                "file": recipe.seeds.name,
+                "sha256": _sha256(recipe.seeds),
+                "training_seed_ids_sha256": _ids_sha256(r.id for r in split.train),
+                "heldout_ids_sha256": _ids_sha256(split.heldout_ids),
+            },
+            "models": {"weak": _model_entry(recipe.models.weak), "strong": _model_entry(recipe.models.strong)},
+            "templates": templates_used(recipe.generate),
+            "decoding": {
+                "instructions": recipe.generate.self_instruct.decoding.model_dump(),
+                "instruction_writer": recipe.generate.self_instruct.writer,
+                "responses": recipe.generate.responses.decoding.model_dump(),
+                "response_mode": recipe.generate.responses.mode,
+            },
+        }
+    )
     for k in wanted:
         path = folder / shard_file(k)
         entry = manifest["shards"].get(str(k))
         if entry and path.is_file() and _sha256(path) == entry["sha256"]:
             console.print(f"pool: shard {k} already in {folder.name}/ ({entry['records']} records)")
             continue
-        shard = load_recipe(recipe_path, [*overrides, f"name={recipe.name}-{k:02d}",
-                                          f"generate.seed={recipe.seed + k}"])
+        shard = load_recipe(
+            recipe_path, [*overrides, f"name={recipe.name}-{k:02d}", f"generate.seed={recipe.seed + k}"]
+        )
         root = run_recipe(shard, until="generate")
         records = [r for r in read_records(root / "stages" / "generate" / "records.parquet") if r.kept]
         write_records(records, path)
@@ -150,8 +161,10 @@ def load_pool(folder: Path) -> list[Record]:
             raise PoolIntegrityError(f"{path}: listed in {MANIFEST} but missing")
         actual = _sha256(path)
         if actual != entry["sha256"]:
-            raise PoolIntegrityError(f"{path}: sha256 {actual[:12]}... does not match {MANIFEST} "
-                                     f"({entry['sha256'][:12]}...); the file changed after it was generated")
+            raise PoolIntegrityError(
+                f"{path}: sha256 {actual[:12]}... does not match {MANIFEST} "
+                f"({entry['sha256'][:12]}...); the file changed after it was generated"
+            )
         records.extend(read_records(path))
     return records
 

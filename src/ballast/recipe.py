@@ -26,14 +26,33 @@ class DecodingConfig(_Section):
     repetition_penalty: float = Field(1.0, gt=0)
 
     def to_decoding(self, seed: int, stop: tuple[str, ...] = ()) -> Decoding:
-        return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=seed,
-                        stop=stop, repetition_penalty=self.repetition_penalty)
+        return Decoding(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=seed,
+            stop=stop,
+            repetition_penalty=self.repetition_penalty,
+        )
 
 
 # Self-Instruct's keyword blacklist (tasks a text-only model cannot do), as in the original
 # bootstrap_instructions.py; Alpaca later added video, audio, music, flowchart and diagram.
-PAPER_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-                   "draw", "plot", "go to"]
+PAPER_BLACKLIST = [
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+]
 
 
 class InstanceFilterConfig(_Section):
@@ -60,8 +79,10 @@ class SelfInstructConfig(_Section):
     bad_starts: list[str] = Field(["Write a program"], description="reject a task starting with one of these")
     request_batch_size: int = Field(5, ge=1, description="requests sampled and sent together, as the paper's code")
     truncated: Literal["drop_last", "drop_response", "keep"] = Field(
-        "drop_last", description="a completion cut by max_tokens: reject its last task, all its tasks (the "
-                                 "original code), or neither")
+        "drop_last",
+        description="a completion cut by max_tokens: reject its last task, all its tasks (the "
+        "original code), or neither",
+    )
     # "responses": the weak model answers each new task (ballast's default); "instances": the paper's
     # classification detection and input-first / output-first instance generation.
     mode: Literal["responses", "instances"] = "responses"
@@ -91,8 +112,15 @@ class ResponsesConfig(_Section):
 
 EVOL_METHODS = ("constraints", "deepen", "concretize", "reasoning", "breadth")
 # Words of the evolving prompt that must not show up in an evolved instruction (elimination rule 4).
-EVOL_COPIED = ["#The Given Prompt#", "#Given Prompt#", "#Rewritten Prompt#", "#Created Prompt#", "given prompt",
-               "rewritten prompt", "created prompt"]
+EVOL_COPIED = [
+    "#The Given Prompt#",
+    "#Given Prompt#",
+    "#Rewritten Prompt#",
+    "#Created Prompt#",
+    "given prompt",
+    "rewritten prompt",
+    "created prompt",
+]
 
 
 class EvolConfig(_Section):
@@ -108,9 +136,13 @@ class EvolConfig(_Section):
     judge_decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=4)
 
 
-DEFAULT_PERSONAS = ["a new support agent in their first week", "a senior agent who writes tersely",
-                    "an agent typing quickly on a phone between calls", "a team lead reviewing a colleague's ticket",
-                    "an agent whose first language is not English"]
+DEFAULT_PERSONAS = [
+    "a new support agent in their first week",
+    "a senior agent who writes tersely",
+    "an agent typing quickly on a phone between calls",
+    "a team lead reviewing a colleague's ticket",
+    "an agent whose first language is not English",
+]
 
 
 class ParaphraseConfig(_Section):
@@ -152,17 +184,37 @@ class TemplateSlotsConfig(_Section):
         for t in self.templates:
             for slot in t.slots:
                 if not self.slots.get(slot):
-                    raise ValueError(f"template {t.id!r} uses slot {slot!r}, which has no values in "
-                                     f"generate.template_slots.slots (declared: {sorted(self.slots)})")
+                    raise ValueError(
+                        f"template {t.id!r} uses slot {slot!r}, which has no values in "
+                        f"generate.template_slots.slots (declared: {sorted(self.slots)})"
+                    )
         return self
 
 
 # The first seven are edits the rule checks can see; the rest teach the conformance classifier what they cannot.
-CONTRASTIVE_EDITS = ("changed_number", "dropped_escalation", "casual_rewrite", "promised_date",
-                     "over_limit_approval", "skipped_identity_check", "dropped_sign_off",
-                     "instructions_first", "wrong_team", "claimed_done", "blame_sentence", "invented_fact",
-                     "alternative_refund", "accepted_final_sale", "accepted_late_return", "outside_advice",
-                     "competitor_mention", "waived_condition", "price_difference", "early_lost", "credential_request")
+CONTRASTIVE_EDITS = (
+    "changed_number",
+    "dropped_escalation",
+    "casual_rewrite",
+    "promised_date",
+    "over_limit_approval",
+    "skipped_identity_check",
+    "dropped_sign_off",
+    "instructions_first",
+    "wrong_team",
+    "claimed_done",
+    "blame_sentence",
+    "invented_fact",
+    "alternative_refund",
+    "accepted_final_sale",
+    "accepted_late_return",
+    "outside_advice",
+    "competitor_mention",
+    "waived_condition",
+    "price_difference",
+    "early_lost",
+    "credential_request",
+)
 
 
 class ContrastiveConfig(_Section):
@@ -204,8 +256,12 @@ class GenerateConfig(_Section):
 class MinHashConfig(_Section):
     enabled: bool = True
     num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations per record")
-    threshold: float = Field(0.7, gt=0, lt=1, description="estimated Jaccard of word shingles that makes a near-duplicate")
-    bands: int | None = Field(None, ge=1, description="LSH bands (with rows); default: datasketch's optimum for threshold")
+    threshold: float = Field(
+        0.7, gt=0, lt=1, description="estimated Jaccard of word shingles that makes a near-duplicate"
+    )
+    bands: int | None = Field(
+        None, ge=1, description="LSH bands (with rows); default: datasketch's optimum for threshold"
+    )
     rows: int | None = Field(None, ge=1, description="MinHash values per band")
     shingle_words: int = Field(3, ge=1, description="words per shingle")
     seed: int = 1
@@ -283,21 +339,26 @@ class SelectConfig(_Section):
     # Combined score: the weighted mean of the parts present, each in [0, 1]: ifd (Record.scores["ifd"]),
     # conformance (1 - scores["p_violation"]), judge ((scores["judge"] - 1) / 4, a 1-5 rubric score).
     score_weights: dict[Literal[SCORE_KEYS], float] = Field(  # type: ignore[valid-type]
-        {"ifd": 1.0, "conformance": 2.0, "judge": 1.0}, description="weight of each part of the combined score")
+        {"ifd": 1.0, "conformance": 2.0, "judge": 1.0}, description="weight of each part of the combined score"
+    )
     neutral_score: float = Field(0.5, ge=0, le=1, description="value of a part the record has no score for")
     # Cherry LLM and Superfiltering rank by IFD descending (a response the instruction helps only a little is
     # a harder, more informative example) and drop IFD >= 1, where the instruction does not help at all.
     ifd_prefer: Literal["high", "low"] = Field("high", description="which end of IFD below max_ifd scores best")
     max_ifd: float | None = Field(1.0, gt=0, description="drop a record with IFD at or above this (None: keep)")
-    min_distance: float = Field(0.05, ge=0, le=2, description="cosine distance a record must exceed to "
-                                                            "every record already selected")
-    embedder: Literal["static", "minilm"] = Field("static", description="static: distilled MiniLM, fast at "
-                                                                       "pool scale; minilm: the transformer")
+    min_distance: float = Field(
+        0.05, ge=0, le=2, description="cosine distance a record must exceed to every record already selected"
+    )
+    embedder: Literal["static", "minilm"] = Field(
+        "static", description="static: distilled MiniLM, fast at pool scale; minilm: the transformer"
+    )
     source_mix: dict[Source, float] = Field({}, description="source -> largest share of the synthetic budget")
     slice_min_share: dict[str, float] | float = Field(
-        {}, description="slice -> smallest share of the synthetic budget, filled first; one number: every slice")
-    coverage_clusters: int | None = Field(None, ge=2, description="k-means clusters of the coverage report "
-                                                                  "(None: sqrt of the records compared)")
+        {}, description="slice -> smallest share of the synthetic budget, filled first; one number: every slice"
+    )
+    coverage_clusters: int | None = Field(
+        None, ge=2, description="k-means clusters of the coverage report (None: sqrt of the records compared)"
+    )
     seed: int | None = Field(None, description="tie-break seed for equal scores (None: the recipe's seed)")
 
     @model_validator(mode="after")
@@ -450,7 +511,11 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     if probes is not None:
         probes = probes if probes.is_absolute() else base / probes
         if not probes.is_file():
-            raise InputError(f"probes file {probes} does not exist", file=path,
-                             line=line_of(node, ("evaluate", "probes")), field="evaluate.probes")
+            raise InputError(
+                f"probes file {probes} does not exist",
+                file=path,
+                line=line_of(node, ("evaluate", "probes")),
+                field="evaluate.probes",
+            )
         fixed["evaluate"] = recipe.evaluate.model_copy(update={"probes": probes})
     return recipe.model_copy(update=fixed)

@@ -259,8 +259,13 @@ class RougeNoveltyIndex:
         n = len(ids)
         self.pairs_verified += len(candidates)
         texts = self._texts
-        lcs = process.cdist([_as_string(ids)], [texts[c] for c in candidates.tolist()], scorer=LCSseq.similarity,
-                            dtype=np.int64, workers=1)[0]
+        lcs = process.cdist(
+            [_as_string(ids)],
+            [texts[c] for c in candidates.tolist()],
+            scorer=LCSseq.similarity,
+            dtype=np.int64,
+            workers=1,
+        )[0]
         lengths = np.frombuffer(self._lengths, dtype=np.int64)[candidates]
         with np.errstate(divide="ignore", invalid="ignore"):
             precision, recall = lcs / n, lcs / lengths

@@ -43,7 +43,8 @@ class Run:
         self.root = recipe.resolved_run_dir()
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "recipe.yaml").write_text(
-            yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False), encoding="utf-8")
+            yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False), encoding="utf-8"
+        )
         self.manifest: Manifest = new_manifest(recipe.name, recipe.seed)
         self.values: dict[str, object] = {}  # shared values stages read, by name; they win over recipe keys
         self.save_manifest()
@@ -90,25 +91,45 @@ class Run:
             write_json(info, done)
             reused = False
         self.manifest.stages = [s for s in self.manifest.stages if s.name != name]
-        self.manifest.stages.append(StageEntry(name=name, records_in=info.get("records_in", 0),
-                                               records_out=info.get("records_out", 0), kept=info.get("kept", 0),
-                                               dropped=info.get("dropped", 0), seconds=info["seconds"],
-                                               config_sha256=fingerprint(config), inputs_sha256=fingerprint(inputs),
-                                               reused=reused))
+        self.manifest.stages.append(
+            StageEntry(
+                name=name,
+                records_in=info.get("records_in", 0),
+                records_out=info.get("records_out", 0),
+                kept=info.get("kept", 0),
+                dropped=info.get("dropped", 0),
+                seconds=info["seconds"],
+                config_sha256=fingerprint(config),
+                inputs_sha256=fingerprint(inputs),
+                reused=reused,
+            )
+        )
         self.save_manifest()
         return key
 
-    def records_step(self, name: str, reads: Sequence[str], upstream: list[str], records_in: int,
-                     produce: Callable[[], list[Record]],
-                     extra: Callable[[], dict] = dict) -> tuple[str, list[Record]]:
+    def records_step(
+        self,
+        name: str,
+        reads: Sequence[str],
+        upstream: list[str],
+        records_in: int,
+        produce: Callable[[], list[Record]],
+        extra: Callable[[], dict] = dict,
+    ) -> tuple[str, list[Record]]:
         """A stage whose output is records: stored as records.parquet (every record, kept or dropped).
         `extra()` adds stage facts known only after it ran (e.g. model-call cache hits)."""
+
         def write(folder: Path) -> dict:
             records = produce()
             write_records(records, folder / "records.parquet")
             kept = sum(r.kept for r in records)
-            return {"records_in": records_in, "records_out": len(records), "kept": kept,
-                    "dropped": len(records) - kept, **extra()}
+            return {
+                "records_in": records_in,
+                "records_out": len(records),
+                "kept": kept,
+                "dropped": len(records) - kept,
+                **extra(),
+            }
 
         key = self.step(name, reads, upstream, write)
         return key, read_records(self.root / "stages" / name / "records.parquet")

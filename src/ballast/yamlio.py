@@ -43,8 +43,9 @@ def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path,
-                         line=mark.line + 1 if mark else None) from None
+        raise InputError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, line=mark.line + 1 if mark else None
+        ) from None
 
 
 def validate(model: type[M], data: Any, *, file: Path, node: yaml.Node | None = None) -> M:
@@ -55,8 +56,9 @@ def validate(model: type[M], data: Any, *, file: Path, node: yaml.Node | None = 
         err = exc.errors()[0]
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         more = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
-        raise InputError(f"{err['msg']}{more}", file=file, line=line_of(node, loc),
-                         field=format_loc(loc) or None) from None
+        raise InputError(
+            f"{err['msg']}{more}", file=file, line=line_of(node, loc), field=format_loc(loc) or None
+        ) from None
 
 
 def load_model(model: type[M], path: Path) -> M:

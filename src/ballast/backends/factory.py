@@ -15,6 +15,13 @@ def backend_for(server: ServerConfig | None, model: str) -> Generator:
         return LlamaCppBackend(model)
     from ballast.backends.openai_http import OpenAIBackend
 
-    return OpenAIBackend(server.base_url, server.model, api_key_env=server.api_key_env,
-                         concurrency=server.concurrency, timeout_s=server.timeout_s, max_retries=server.max_retries,
-                         model_sha256=server.model_sha256, requests_per_second=server.requests_per_second)
+    return OpenAIBackend(
+        server.base_url,
+        server.model,
+        api_key_env=server.api_key_env,
+        concurrency=server.concurrency,
+        timeout_s=server.timeout_s,
+        max_retries=server.max_retries,
+        model_sha256=server.model_sha256,
+        requests_per_second=server.requests_per_second,
+    )

@@ -46,9 +46,17 @@ def distil_static(pca_dims: int = 256) -> Path:
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
-    (tmp / "ballast.json").write_text(json.dumps({"source": SOURCE, "source_sha256": source.sha256,
-                                                  "pca_dims": pca_dims,
-                                                  "sha256": file_sha256(tmp / "model.safetensors")}, indent=1))
+    (tmp / "ballast.json").write_text(
+        json.dumps(
+            {
+                "source": SOURCE,
+                "source_sha256": source.sha256,
+                "pca_dims": pca_dims,
+                "sha256": file_sha256(tmp / "model.safetensors"),
+            },
+            indent=1,
+        )
+    )
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, folder)
@@ -100,12 +108,14 @@ class StaticEmbedder:
         table = self._table
         out = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
         for start in range(0, len(texts), 4096):
-            ids = self._token_ids(texts[start:start + 4096])
+            ids = self._token_ids(texts[start : start + 4096])
             lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
             flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-            counts = csr_matrix((np.ones(len(flat), dtype=np.float32), flat,
-                                 np.concatenate(([0], np.cumsum(lengths)))), shape=(len(ids), len(table)))
-            out[start:start + len(ids)] = counts @ table  # the sum: the mean's direction
+            counts = csr_matrix(
+                (np.ones(len(flat), dtype=np.float32), flat, np.concatenate(([0], np.cumsum(lengths)))),
+                shape=(len(ids), len(table)),
+            )
+            out[start : start + len(ids)] = counts @ table  # the sum: the mean's direction
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms > 0, norms, 1.0)
 

@@ -39,10 +39,15 @@ class StageCount:
 def decision(stage: str, verdict: Drop | None) -> dict:
     """The decision a verdict becomes: kept with "passed", or dropped with the verdict's reason and details."""
     if verdict is None:
-        return {"stage": stage, "kept": True, "reason": "passed", "rule_id": None, "score": None,
-                "duplicate_of": None}
-    return {"stage": stage, "kept": False, "reason": verdict.reason, "rule_id": verdict.rule_id,
-            "score": verdict.score, "duplicate_of": verdict.duplicate_of}
+        return {"stage": stage, "kept": True, "reason": "passed", "rule_id": None, "score": None, "duplicate_of": None}
+    return {
+        "stage": stage,
+        "kept": False,
+        "reason": verdict.reason,
+        "rule_id": verdict.rule_id,
+        "score": verdict.score,
+        "duplicate_of": verdict.duplicate_of,
+    }
 
 
 class Filter:
@@ -77,7 +82,7 @@ class Filter:
         start = time.perf_counter()
         out: list[Drop | None] = []
         for at in range(0, len(records), self.batch_size):
-            batch = records[at:at + self.batch_size]
+            batch = records[at : at + self.batch_size]
             verdicts = self.drop_batch(batch)
             if len(verdicts) != len(batch):
                 raise ValueError(f"{self.name}: {len(verdicts)} verdicts for {len(batch)} records")

@@ -82,8 +82,9 @@ class MinHasher:
         width = np.minimum(lengths, k)
         n_shingles = np.where(empty, 0, np.maximum(lengths - k + 1, 1))
         doc = np.repeat(np.arange(n), n_shingles)
-        first = np.repeat(starts, n_shingles) + (np.arange(int(n_shingles.sum())) -
-                                                  np.repeat(np.cumsum(n_shingles) - n_shingles, n_shingles))
+        first = np.repeat(starts, n_shingles) + (
+            np.arange(int(n_shingles.sum())) - np.repeat(np.cumsum(n_shingles) - n_shingles, n_shingles)
+        )
         acc = np.zeros(len(first), dtype=np.uint64)
         padded = np.concatenate((tokens, np.zeros(k, dtype=np.uint64)))
         w = width[doc]
@@ -115,7 +116,7 @@ class _GrowingRows:
             grown = np.empty((max(need, 2 * len(self.data)), self.data.shape[1]), dtype=self.data.dtype)
             grown[: self.n] = self.data[: self.n]
             self.data = grown
-        self.data[self.n: need] = rows
+        self.data[self.n : need] = rows
         self.n = need
 
 
@@ -144,7 +145,7 @@ class MinHashDuplicate(Filter):
         keys = np.empty((len(sig), self.bands), dtype=np.uint64)
         wide = sig.astype(np.uint64)
         for b in range(self.bands):
-            block = wide[:, b * self.rows: (b + 1) * self.rows]
+            block = wide[:, b * self.rows : (b + 1) * self.rows]
             keys[:, b] = _mix64((block * self._band_mult).sum(axis=1, dtype=np.uint64) + _U64(b))
         return keys
 
@@ -196,9 +197,12 @@ class MinHashDuplicate(Filter):
                     j, steps = before[b, j], steps + 1
             if best >= threshold:
                 kept[i] = False
-                verdicts[i] = Drop(f"near-duplicate: MinHash Jaccard {best:.2f} >= {threshold:g} "
-                                   f"(word {self.cfg.shingle_words}-shingles)", score=round(best, 4),
-                                   duplicate_of=best_id)
+                verdicts[i] = Drop(
+                    f"near-duplicate: MinHash Jaccard {best:.2f} >= {threshold:g} "
+                    f"(word {self.cfg.shingle_words}-shingles)",
+                    score=round(best, 4),
+                    duplicate_of=best_id,
+                )
         self._insert(sig[kept], keys[kept], [r.id for r, k in zip(records, kept) if k])
         return verdicts
 
@@ -233,8 +237,9 @@ class SemanticDuplicate(Filter):
 
             # Static embeddings of one domain crowd into a narrow cone; a wide search keeps recall of near
             # neighbours high (98-99% of the exact ones on the benchmark pool) where a narrow one loses a sixth.
-            self._index = Index(ndim=vectors.shape[1], metric="cos", dtype="i8", connectivity=16,
-                                expansion_add=64, expansion_search=128)
+            self._index = Index(
+                ndim=vectors.shape[1], metric="cos", dtype="i8", connectivity=16, expansion_add=64, expansion_search=128
+            )
             self._vectors = _GrowingRows(vectors.shape[1], np.float16)
         if len(vectors):
             keys = np.arange(len(self._ids), len(self._ids) + len(vectors), dtype=np.uint64)
@@ -269,8 +274,11 @@ class SemanticDuplicate(Filter):
                     score, other = sim, self._ids[key]
             if other is not None:
                 dropped[i] = True
-                verdicts[i] = Drop(f"semantic duplicate: cosine {score:.3f} >= {threshold:g} "
-                                   f"({self.embedder.model.name})", score=round(score, 4), duplicate_of=other)
+                verdicts[i] = Drop(
+                    f"semantic duplicate: cosine {score:.3f} >= {threshold:g} ({self.embedder.model.name})",
+                    score=round(score, 4),
+                    duplicate_of=other,
+                )
         gone = np.nonzero(dropped | blank)[0]
         if len(gone):
             self._index.remove((first + gone).astype(np.uint64))

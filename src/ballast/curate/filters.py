@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 from ballast.curate.base import Drop, Filter
 from ballast.curate.text import normalised
-from ballast.rouge import RougeNoveltyIndex
 from ballast.records import Record
+from ballast.rouge import RougeNoveltyIndex
 
 if TYPE_CHECKING:  # annotations only: the classifier pulls in scikit-learn and an embedding model
     from ballast.curate.conformance import ConformanceClassifier
     from ballast.policy.checks import PolicyChecker
     from ballast.recipe import CurateConfig
+
 
 class LengthFormat(Filter):
     name = "length_format"
@@ -96,8 +97,11 @@ class Novelty(Filter):
         self._index_seen()
         novel, similar, score = self.novelty.add_if_novel(record.id, record.instruction)
         if not novel:
-            return Drop(f"ROUGE-L {score:.2f} > {self.novelty.threshold} against an earlier instruction",
-                        score=score, duplicate_of=similar)
+            return Drop(
+                f"ROUGE-L {score:.2f} > {self.novelty.threshold} against an earlier instruction",
+                score=score,
+                duplicate_of=similar,
+            )
         return None
 
 
@@ -137,6 +141,11 @@ class Conformance(Filter):
                 out.append(None)
                 continue
             likely = ", ".join(f"{rule_id} ({p:.2f})" for rule_id, p in verdict.rules)
-            out.append(Drop(f"classifier: p_violation={verdict.p_violation:.2f}, likely {likely}",
-                            rule_id=verdict.top_rule, score=verdict.p_violation))
+            out.append(
+                Drop(
+                    f"classifier: p_violation={verdict.p_violation:.2f}, likely {likely}",
+                    rule_id=verdict.top_rule,
+                    score=verdict.p_violation,
+                )
+            )
         return out

@@ -23,8 +23,12 @@ if TYPE_CHECKING:  # the classifier pulls in scikit-learn and an embedding model
 READS = ("curate", "policy", "seeds", "generate.contrastive")
 
 
-def curation_filters(cfg: CurateConfig, seen: list[Record], checker: PolicyChecker | None,
-                     classifier: ConformanceClassifier | None = None) -> list[Filter]:
+def curation_filters(
+    cfg: CurateConfig,
+    seen: list[Record],
+    checker: PolicyChecker | None,
+    classifier: ConformanceClassifier | None = None,
+) -> list[Filter]:
     """The filters in order; `seen` (the human training seeds) counts as earlier for duplicates. The classifier,
     required when enabled, comes after the rule checks and sees only what they kept."""
     filters: list[Filter] = [TextCheck(cfg), LengthFormat(cfg), ExactDuplicate(seen)]
@@ -42,8 +46,13 @@ def curation_filters(cfg: CurateConfig, seen: list[Record], checker: PolicyCheck
     return filters
 
 
-def build_filters(cfg: CurateConfig, seen: list[Record], policy: Policy | None, negatives: Sequence[Record] = (),
-                  checker: PolicyChecker | None = None) -> list[Filter]:
+def build_filters(
+    cfg: CurateConfig,
+    seen: list[Record],
+    policy: Policy | None,
+    negatives: Sequence[Record] = (),
+    checker: PolicyChecker | None = None,
+) -> list[Filter]:
     """The filters in order. With `cfg.classifier.enabled`, the conformance classifier is fitted on `seen` (the
     human training seeds) and `negatives` (their contrastive negatives)."""
     if checker is None and policy is not None:
@@ -58,8 +67,9 @@ def build_filters(cfg: CurateConfig, seen: list[Record], policy: Policy | None, 
     return curation_filters(cfg, seen, checker if cfg.policy_checks else None, classifier)
 
 
-def curate(records: list[Record], seen: list[Record], cfg: CurateConfig, policy: Policy,
-           negatives: Sequence[Record] = ()) -> list[Record]:
+def curate(
+    records: list[Record], seen: list[Record], cfg: CurateConfig, policy: Policy, negatives: Sequence[Record] = ()
+) -> list[Record]:
     """Copies of `records` with curate's decisions on them; `seen` (the human training seeds) counts as earlier
     for duplicates, and the classifier, when enabled, is fitted on `seen` and `negatives`."""
     records = [r.model_copy(deep=True) for r in records]

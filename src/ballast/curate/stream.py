@@ -41,10 +41,16 @@ class StreamReport:
     models: dict[str, dict] = field(default_factory=dict)  # stage -> the model it used (name, sha256)
 
     def as_dict(self) -> dict:
-        return {"records_in": self.records_in, "records_out": self.records_in, "kept": self.kept,
-                "dropped": self.dropped, "seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak_rss_mb),
-                "stages": {k: vars(v) | {"seconds": round(v.seconds, 2)} for k, v in self.stages.items()},
-                "models": self.models}
+        return {
+            "records_in": self.records_in,
+            "records_out": self.records_in,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "seconds": round(self.seconds, 2),
+            "peak_rss_mb": round(self.peak_rss_mb),
+            "stages": {k: vars(v) | {"seconds": round(v.seconds, 2)} for k, v in self.stages.items()},
+            "models": self.models,
+        }
 
 
 def peak_rss_mb() -> float:
@@ -66,14 +72,25 @@ def _conform(batch: pa.RecordBatch) -> pa.Table:
 
 def _records(table: pa.Table) -> list[Record]:
     """Light Record objects (no validation: the chunk came from our own schema) with what the filters read."""
-    cols = {name: table.column(name).to_pylist() for name in ("id", "instruction", "input", "output", "source",
-                                                             "audience")}
+    cols = {
+        name: table.column(name).to_pylist() for name in ("id", "instruction", "input", "output", "source", "audience")
+    }
     out = []
-    for rid, inst, inp, outp, src, aud in zip(cols["id"], cols["instruction"], cols["input"], cols["output"],
-                                              cols["source"], cols["audience"]):
+    for rid, inst, inp, outp, src, aud in zip(
+        cols["id"], cols["instruction"], cols["input"], cols["output"], cols["source"], cols["audience"]
+    ):
         inst, inp, outp = inst or "", inp or "", outp or ""
-        out.append(Record.model_construct(id=rid or content_id(inst, inp, outp), instruction=inst, input=inp,
-                                          output=outp, source=Source(src or "imported"), audience=aud, decisions=[]))
+        out.append(
+            Record.model_construct(
+                id=rid or content_id(inst, inp, outp),
+                instruction=inst,
+                input=inp,
+                output=outp,
+                source=Source(src or "imported"),
+                audience=aud,
+                decisions=[],
+            )
+        )
     return out
 
 
@@ -82,10 +99,17 @@ def _instructions(pool: Path, chunk_size: int) -> Iterator[str]:
         yield from (t or "" for t in batch.column(0).to_pylist())
 
 
-def curate_parquet(pool: str | Path, records_out: str | Path, decisions_out: str | Path, cfg: CurateConfig,
-                   seen: Sequence[Record] = (), policy: Policy | None = None,
-                   filters: list[Filter] | None = None, progress: bool = True,
-                   negatives: Sequence[Record] | None = None) -> StreamReport:
+def curate_parquet(
+    pool: str | Path,
+    records_out: str | Path,
+    decisions_out: str | Path,
+    cfg: CurateConfig,
+    seen: Sequence[Record] = (),
+    policy: Policy | None = None,
+    filters: list[Filter] | None = None,
+    progress: bool = True,
+    negatives: Sequence[Record] | None = None,
+) -> StreamReport:
     """Curate the records in `pool` (Parquet, RECORD_SCHEMA) chunk by chunk; write every record with its
     decisions to `records_out` and the long decision log to `decisions_out` (both written under temporary
     names and renamed at the end, so a killed run leaves no half-written file under the real name).
@@ -110,8 +134,11 @@ def curate_parquet(pool: str | Path, records_out: str | Path, decisions_out: str
         checker = PolicyChecker(policy)
     if filters is None:
         if cfg.classifier.enabled and (policy is None or not seen or not negatives):
-            raise InputError("needs the policy, the human training seeds and their contrastive negatives to fit "
-                             "the conformance classifier on (run with a recipe)", field="curate.classifier.enabled")
+            raise InputError(
+                "needs the policy, the human training seeds and their contrastive negatives to fit "
+                "the conformance classifier on (run with a recipe)",
+                field="curate.classifier.enabled",
+            )
         filters = build_filters(cfg, list(seen), policy, negatives or (), checker=checker)
     start = time.perf_counter()
     report = StreamReport(stages={f.stage: StageCount() for f in filters})
@@ -133,9 +160,12 @@ def curate_parquet(pool: str | Path, records_out: str | Path, decisions_out: str
     split = next((k for k, f in enumerate(filters) if f.concurrent), len(filters))
     head, tail = filters[:split], filters[split:]
     total = meta.metadata.num_rows
-    with pq.ParquetWriter(tmp_records, RECORD_SCHEMA, compression="zstd") as rec_writer, \
-            pq.ParquetWriter(tmp_decisions, DECISION_SCHEMA, compression="zstd") as dec_writer, \
-            Progress(transient=True, disable=not progress) as bar, ThreadPoolExecutor(max_workers=1) as worker:
+    with (
+        pq.ParquetWriter(tmp_records, RECORD_SCHEMA, compression="zstd") as rec_writer,
+        pq.ParquetWriter(tmp_decisions, DECISION_SCHEMA, compression="zstd") as dec_writer,
+        Progress(transient=True, disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=1) as worker,
+    ):
         task = bar.add_task("curate", total=total)
 
         def finish(chunk: _Chunk) -> None:
@@ -177,10 +207,12 @@ class _Chunk:
         self.kept = [all(d["kept"] for d in ds) for ds in self.decisions]
 
     def table_with_decisions(self) -> pa.Table:
-        table = self.table.set_column(RECORD_SCHEMA.get_field_index("id"), "id",
-                                      pa.array([r.id for r in self.rows], pa.string()))
-        return table.set_column(RECORD_SCHEMA.get_field_index("decisions"), "decisions",
-                                pa.array(self.decisions, type=_DECISIONS_TYPE))
+        table = self.table.set_column(
+            RECORD_SCHEMA.get_field_index("id"), "id", pa.array([r.id for r in self.rows], pa.string())
+        )
+        return table.set_column(
+            RECORD_SCHEMA.get_field_index("decisions"), "decisions", pa.array(self.decisions, type=_DECISIONS_TYPE)
+        )
 
 
 def _run_filters(filters: list[Filter], chunk: _Chunk, report: StreamReport) -> None:

@@ -25,8 +25,6 @@ def normalised(text: str) -> str:
     return _NORMALISE.sub(" ", text.lower()).strip()
 
 
-
-
 class TextCheck(Filter):
     """Empty, over-long, mangled (U+FFFD from bytes that were not UTF-8) or non-English records."""
 
@@ -42,13 +40,15 @@ class TextCheck(Filter):
             return Drop("empty response")
         chars = len(record.instruction) + len(record.input) + len(record.output)
         if chars > self.cfg.max_record_chars:
-            return Drop(f"record has {chars} characters, over max_record_chars {self.cfg.max_record_chars}",
-                        score=float(chars))
+            return Drop(
+                f"record has {chars} characters, over max_record_chars {self.cfg.max_record_chars}", score=float(chars)
+            )
         text = f"{record.instruction}\n{record.input}\n{record.output}"
         bad = text.count("\ufffd")
         if bad and (bad >= 3 or "\ufffd" in record.instruction):
-            return Drop(f"text holds {bad} U+FFFD replacement characters (bytes that did not decode as text)",
-                        score=float(bad))
+            return Drop(
+                f"text holds {bad} U+FFFD replacement characters (bytes that did not decode as text)", score=float(bad)
+            )
         if self.cfg.english_only:
             return self._language(record.instruction + "\n" + record.output)
         return None

@@ -13,18 +13,17 @@ from typing import Protocol
 import pyarrow as pa
 
 from ballast.backends.base import Generator
+from ballast.backends.calls import generate_all
 from ballast.backends.transformers_hf import TransformersBackend, device_and_dtype
 from ballast.evaluate.metrics import aggregate, score_output
 from ballast.evaluate.pgr import WEAK, performance_gap_recovered
-from ballast.backends.calls import generate_all
-from ballast.policy.schema import Policy
 from ballast.policy.checks import PolicyChecker
-from ballast.templates.prompts import record_messages, user_content
+from ballast.policy.schema import Policy
 from ballast.recipe import EvaluateConfig
 from ballast.records import Record
 from ballast.seeds import ProbeLine, load_seeds
 from ballast.store import write_json, write_table
-
+from ballast.templates.prompts import record_messages, user_content
 
 # What the stage reads (recipe keys and shared values), from which Run builds its cache key; the weak model
 # is served as generation serves it (generate.server).
@@ -58,8 +57,9 @@ def eval_subset(heldout: list[Record], cap: int | None, seed: int) -> list[Recor
     return picked + [r for r in ranked if r.id not in chosen][: cap - len(picked)]
 
 
-def model_generator(name: str, adapter: Path | None, strong: str, batch_size: int,
-                    weak: Callable[[], Generator]) -> Generator:
+def model_generator(
+    name: str, adapter: Path | None, strong: str, batch_size: int, weak: Callable[[], Generator]
+) -> Generator:
     """The strong base with the model's adapter (none for "base"), or for "weak" the weak model itself, served as
     generation serves it (`weak()` builds it): the floor of the performance gap recovered."""
     if name == WEAK:
@@ -67,8 +67,17 @@ def model_generator(name: str, adapter: Path | None, strong: str, batch_size: in
     return TransformersBackend(strong, adapter=adapter, batch_size=batch_size)
 
 
-def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], policy: Policy, cfg: EvaluateConfig,
-                    seed: int, strong: str, weak: Callable[[], Generator], out: Path, judge: Grader | None = None) -> dict:
+def evaluate_models(
+    adapters: dict[str, Path | None],
+    heldout: list[Record],
+    policy: Policy,
+    cfg: EvaluateConfig,
+    seed: int,
+    strong: str,
+    weak: Callable[[], Generator],
+    out: Path,
+    judge: Grader | None = None,
+) -> dict:
     """Every model in `adapters` answers the held-out prompts; `strong` names the base the adapters were trained on,
     `judge` (built from evaluate.judge by the caller) grades every output when given."""
     examples = eval_subset(heldout, cfg.max_examples, seed)
@@ -90,14 +99,29 @@ def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], pol
                 s["judge"] = j.score
         results[name] = aggregate(scored, policy)
         outputs[name] = texts
-        rows += [{"model": name, "output": t, "error": g.error, "findings": s["findings"], "ref": s["ref"],
-                  "slice": s["slice"]} for t, g, s in zip(texts, gens, scored)]
+        rows += [
+            {
+                "model": name,
+                "output": t,
+                "error": g.error,
+                "findings": s["findings"],
+                "ref": s["ref"],
+                "slice": s["slice"],
+            }
+            for t, g, s in zip(texts, gens, scored)
+        ]
     write_table(pa.Table.from_pylist(rows), out / "outputs.parquet")
     device, dtype = device_and_dtype()
-    summary = {"n_heldout": sum("probe" not in r.meta for r in examples),
-               "n_probes": sum("probe" in r.meta for r in examples), "decoding": decoding.as_dict(),
-               "device": str(device), "dtype": str(dtype).removeprefix("torch."), "model_refs": refs,
-               "register_rule": policy.register_.rule, "models": results}
+    summary = {
+        "n_heldout": sum("probe" not in r.meta for r in examples),
+        "n_probes": sum("probe" in r.meta for r in examples),
+        "decoding": decoding.as_dict(),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "model_refs": refs,
+        "register_rule": policy.register_.rule,
+        "models": results,
+    }
     gap = performance_gap_recovered(results)
     if gap is not None:
         summary["pgr"] = gap
@@ -108,7 +132,13 @@ def evaluate_models(adapters: dict[str, Path | None], heldout: list[Record], pol
     for i, r in enumerate(examples):
         if seen[r.slice] < 2:
             seen[r.slice] += 1
-            samples.append({"slice": r.slice, "prompt": user_content(r.instruction, r.input), "reference": r.output,
-                            "outputs": {m: outputs[m][i] for m in adapters}})
+            samples.append(
+                {
+                    "slice": r.slice,
+                    "prompt": user_content(r.instruction, r.input),
+                    "reference": r.output,
+                    "outputs": {m: outputs[m][i] for m in adapters},
+                }
+            )
     (out / "samples.json").write_text(json.dumps(samples, indent=1), encoding="utf-8")
     return {"records_in": len(examples), "records_out": len(rows), "kept": len(rows), "dropped": 0}

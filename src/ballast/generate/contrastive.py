@@ -26,16 +26,20 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ballast.policy.schema import Fact, Policy, Rule
 from ballast.policy.checks import PolicyChecker
-from ballast.recipe import ContrastiveConfig
 from ballast.policy.english import UNIT_SCALE
+from ballast.policy.schema import Fact, Policy, Rule
+from ballast.recipe import ContrastiveConfig
 from ballast.records import Record, Source
 from ballast.stages import decision_stage
 
 STAGE = decision_stage("generate", "contrastive")
-_UNIT_WORDS = {"days": r"(?:calendar[\s-]+)?days?\b", "business_days": r"(?:business|working)[\s-]+days?\b",
-               "months": r"months?\b", "years": r"years?\b"}
+_UNIT_WORDS = {
+    "days": r"(?:calendar[\s-]+)?days?\b",
+    "business_days": r"(?:business|working)[\s-]+days?\b",
+    "months": r"months?\b",
+    "years": r"years?\b",
+}
 _RANGE = r"(?:\s*(?:-|–|—|to)\s*\d+)?"
 _EVENT = re.compile(r"\s*(?:ago|old|late|early|overdue|left|remaining|later|earlier|past|since)\b")
 _REMAINDER = re.compile(r"\b(?:next|another|further)\s+$")
@@ -45,14 +49,31 @@ _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 
 
 # Sentences that state what an exception edit overrides: a refusal, or the item being outside the window.
-_REFUSAL = re.compile(r"\b(?:not (?:be )?(?:able|returnable|eligible)|unable|can(?:no|')t|outside|past the|"
-                      r"final sale|no longer|isn't|aren't|unfortunately)\b", re.IGNORECASE)
+_REFUSAL = re.compile(
+    r"\b(?:not (?:be )?(?:able|returnable|eligible)|unable|can(?:no|')t|outside|past the|"
+    r"final sale|no longer|isn't|aren't|unfortunately)\b",
+    re.IGNORECASE,
+)
 _OUTSIDE_WINDOW = re.compile(r"\b(?:outside|past|beyond)\b[^.\n]{0,30}\bwindow", re.IGNORECASE)
-_FUTURE_ACTION = re.compile(r"\bI(?:'ll| will) (arrange|send|set up|issue|escalate|pass|process|raise|open|"
-                            r"refund|cancel|book|update)\b")
-_PAST = {"arrange": "arranged", "send": "sent", "set up": "set up", "issue": "issued", "escalate": "escalated",
-         "pass": "passed", "process": "processed", "raise": "raised", "open": "opened", "refund": "refunded",
-         "cancel": "cancelled", "book": "booked", "update": "updated"}
+_FUTURE_ACTION = re.compile(
+    r"\bI(?:'ll| will) (arrange|send|set up|issue|escalate|pass|process|raise|open|"
+    r"refund|cancel|book|update)\b"
+)
+_PAST = {
+    "arrange": "arranged",
+    "send": "sent",
+    "set up": "set up",
+    "issue": "issued",
+    "escalate": "escalated",
+    "pass": "passed",
+    "process": "processed",
+    "raise": "raised",
+    "open": "opened",
+    "refund": "refunded",
+    "cancel": "cancelled",
+    "book": "booked",
+    "update": "updated",
+}
 _OPENING = re.compile(r"(?:Dear |Hi |Hello |Agent note|Draft reply)", re.IGNORECASE)
 _USD = re.compile(r"USD\s?(\d[\d,]*(?:\.\d+)?)")
 
@@ -81,7 +102,7 @@ def _tidy(text: str) -> str:
 
 
 def _drop_sentences(text: str, hit: Callable[[str], bool]) -> tuple[str, int]:
-    spans = [s for s in _sentences(text) if hit(text[s[0]:s[1]])]
+    spans = [s for s in _sentences(text) if hit(text[s[0] : s[1]])]
     for start, end in reversed(spans):
         text = text[:start] + text[end:]
     return _tidy(text), len(spans)
@@ -156,8 +177,10 @@ def _new_value(value: float, unit: str, context: str, policy: Policy) -> float |
 def _fact_spans(text: str, fact: Fact) -> list[tuple[int, int]]:
     v = f"{fact.value:g}"
     if fact.unit == "usd":
-        patterns = [rf"(?:(?<=USD )|(?<=USD\xa0)|(?<=\$)){re.escape(v)}(?![\d,]*\d|\.\d)",
-                    rf"(?<![\d.,]){re.escape(v)}(?=\s?(?:USD|dollars)\b)"]
+        patterns = [
+            rf"(?:(?<=USD )|(?<=USD\xa0)|(?<=\$)){re.escape(v)}(?![\d,]*\d|\.\d)",
+            rf"(?<![\d.,]){re.escape(v)}(?=\s?(?:USD|dollars)\b)",
+        ]
     else:
         patterns = [rf"(?<![\d.,]){re.escape(v)}(?={_RANGE}[\s-]*{_UNIT_WORDS[fact.unit]})"]
     return sorted({m.span() for p in patterns for m in re.finditer(p, text, re.IGNORECASE)})
@@ -165,8 +188,10 @@ def _fact_spans(text: str, fact: Fact) -> list[tuple[int, int]]:
 
 def _cued(sentence: str, fact: Fact) -> bool:
     low = sentence.lower()
-    return any(re.search(r"\b" + re.escape(re.sub(r"(?:s|ed)$", "", c.lower()) if len(c) > 4 else c.lower()), low)
-               for c in fact.cues)
+    return any(
+        re.search(r"\b" + re.escape(re.sub(r"(?:s|ed)$", "", c.lower()) if len(c) > 4 else c.lower()), low)
+        for c in fact.cues
+    )
 
 
 class ContrastiveBuilder:
@@ -181,16 +206,26 @@ class ContrastiveBuilder:
         self.identity_rule = self._rule(cfg.identity_rule or data.identity_rule)
         self.facts = [(r.id, f) for r in policy.rules for f in r.facts]
         # Approval limits: amounts in USD on rules that escalate to a supervisor above them.
-        self.limits = [(r, f) for r in policy.rules if r.escalate_to == "supervisor" for f in r.facts
-                       if f.unit == "usd"]
+        self.limits = [
+            (r, f) for r in policy.rules if r.escalate_to == "supervisor" for f in r.facts if f.unit == "usd"
+        ]
         self._makers: dict[str, Callable[[Record], Edit | None]] = {
-            "changed_number": self.changed_number, "dropped_escalation": self.dropped_escalation,
-            "casual_rewrite": self.casual_rewrite, "promised_date": self.promised_date,
-            "over_limit_approval": self.over_limit_approval, "skipped_identity_check": self.skipped_identity_check,
-            "dropped_sign_off": self.dropped_sign_off, "instructions_first": self.instructions_first,
-            "wrong_team": self.wrong_team, "claimed_done": self.claimed_done}
-        self._makers |= {kind: lambda s, k=kind: self.inserted(k, s) for kind, bank in self.banks.items()
-                         if bank.rule is not None and kind not in self._makers}
+            "changed_number": self.changed_number,
+            "dropped_escalation": self.dropped_escalation,
+            "casual_rewrite": self.casual_rewrite,
+            "promised_date": self.promised_date,
+            "over_limit_approval": self.over_limit_approval,
+            "skipped_identity_check": self.skipped_identity_check,
+            "dropped_sign_off": self.dropped_sign_off,
+            "instructions_first": self.instructions_first,
+            "wrong_team": self.wrong_team,
+            "claimed_done": self.claimed_done,
+        }
+        self._makers |= {
+            kind: lambda s, k=kind: self.inserted(k, s)
+            for kind, bank in self.banks.items()
+            if bank.rule is not None and kind not in self._makers
+        }
 
     def _rule(self, rule_id: str | None) -> Rule | None:
         return self.policy.rule(rule_id) if rule_id is not None else None
@@ -221,16 +256,23 @@ class ContrastiveBuilder:
                     continue
                 for a, b in _fact_spans(sentence, fact):
                     # "30 days ago" dates an event and "another 5 days" is a remainder: not statements of the fact.
-                    unit = re.compile(rf"{_RANGE}[\s-]*{_UNIT_WORDS.get(fact.unit, '')}", re.IGNORECASE).match(sentence, b)
-                    if (unit and fact.unit != "usd" and _EVENT.match(sentence, unit.end())) \
-                            or _REMAINDER.search(sentence[:a].lower()):
+                    unit = re.compile(rf"{_RANGE}[\s-]*{_UNIT_WORDS.get(fact.unit, '')}", re.IGNORECASE).match(
+                        sentence, b
+                    )
+                    if (unit and fact.unit != "usd" and _EVENT.match(sentence, unit.end())) or _REMAINDER.search(
+                        sentence[:a].lower()
+                    ):
                         continue
                     new = _new_value(fact.value, fact.unit, self._context(seed), self.policy)
                     if new is None:
                         continue
-                    out = text[:start + a] + f"{new:g}" + text[start + b:]
-                    return Edit("changed_number", rule_id, out,
-                                f"{fact.id} {fact.value:g} -> {new:g} {fact.unit.replace('_', ' ')}")
+                    out = text[: start + a] + f"{new:g}" + text[start + b :]
+                    return Edit(
+                        "changed_number",
+                        rule_id,
+                        out,
+                        f"{fact.id} {fact.value:g} -> {new:g} {fact.unit.replace('_', ' ')}",
+                    )
         return None
 
     def _stated_escalations(self, seed: Record) -> Iterator[tuple[str, str, re.Pattern]]:
@@ -258,8 +300,11 @@ class ContrastiveBuilder:
         opener = reg.banned_phrases[h % len(reg.banned_phrases)]
         markers = reg.casual_markers or reg.banned_phrases
         closer = markers[(h >> 8) % len(markers)].rstrip("!")
-        out = _before_sign_off(f"{opener[0].upper()}{opener[1:]}, {_lower_first(seed.output)}",
-                               f"{closer[0].upper()}{closer[1:]}!", self.policy)
+        out = _before_sign_off(
+            f"{opener[0].upper()}{opener[1:]}, {_lower_first(seed.output)}",
+            f"{closer[0].upper()}{closer[1:]}!",
+            self.policy,
+        )
         return Edit("casual_rewrite", reg.rule, out, f"added {opener!r} and {closer!r}")
 
     def promised_date(self, seed: Record) -> Edit | None:
@@ -267,23 +312,38 @@ class ContrastiveBuilder:
         if rule is None or (seed.slice != rule.area and rule.id not in seed.rules):
             return None
         day = _WEEKDAYS[_h(seed, "date") % len(_WEEKDAYS)]
-        sentence = (f"Your order will arrive by {day}." if seed.audience == "customer"
-                    else f"Tell the customer the order will arrive by {day}.")
-        return Edit("promised_date", rule.id, _before_sign_off(seed.output, sentence, self.policy),
-                    f"promised delivery by {day}")
+        sentence = (
+            f"Your order will arrive by {day}."
+            if seed.audience == "customer"
+            else f"Tell the customer the order will arrive by {day}."
+        )
+        return Edit(
+            "promised_date",
+            rule.id,
+            _before_sign_off(seed.output, sentence, self.policy),
+            f"promised delivery by {day}",
+        )
 
     def over_limit_approval(self, seed: Record) -> Edit | None:
-        fitting = [(r, f) for r, f in self.limits if r.id in seed.rules] or \
-                  [(r, f) for r, f in self.limits if r.area == seed.slice]
+        fitting = [(r, f) for r, f in self.limits if r.id in seed.rules] or [
+            (r, f) for r, f in self.limits if r.area == seed.slice
+        ]
         for rule, fact in fitting:
             amount = _new_value(fact.value, "usd", self._context(seed), self.policy)
             if amount is None or amount <= fact.value:
                 continue
             noun = next((c for c in fact.cues if "credit" in c.lower()), fact.cues[0]).lower()
-            sentence = (f"I have approved a {noun} of USD {amount:g} for you myself." if seed.audience == "customer"
-                        else f"You can approve a {noun} of USD {amount:g} yourself, without a supervisor.")
-            return Edit("over_limit_approval", rule.id, _before_sign_off(seed.output, sentence, self.policy),
-                        f"approved USD {amount:g}, over the {fact.id} of USD {fact.value:g}")
+            sentence = (
+                f"I have approved a {noun} of USD {amount:g} for you myself."
+                if seed.audience == "customer"
+                else f"You can approve a {noun} of USD {amount:g} yourself, without a supervisor."
+            )
+            return Edit(
+                "over_limit_approval",
+                rule.id,
+                _before_sign_off(seed.output, sentence, self.policy),
+                f"approved USD {amount:g}, over the {fact.id} of USD {fact.value:g}",
+            )
         return None
 
     def skipped_identity_check(self, seed: Record) -> Edit | None:
@@ -295,8 +355,12 @@ class ContrastiveBuilder:
         terms = [t.lower() for t in rule.required_terms]
         out, n = _drop_sentences(seed.output, lambda s: any(t in s.lower() for t in terms))
         sentence = self._bank_sentence("skipped_identity_check", seed)
-        return Edit("skipped_identity_check", rule.id, _before_sign_off(out, sentence, self.policy),
-                    f"removed {n} sentence(s) with {', '.join(rule.required_terms) or 'the check'}; said {sentence!r}")
+        return Edit(
+            "skipped_identity_check",
+            rule.id,
+            _before_sign_off(out, sentence, self.policy),
+            f"removed {n} sentence(s) with {', '.join(rule.required_terms) or 'the check'}; said {sentence!r}",
+        )
 
     def _bank_sentence(self, kind: str, seed: Record) -> str | None:
         """A sentence from the kind's bank for the seed's audience, its slots filled from the seed; None when
@@ -308,8 +372,11 @@ class ContrastiveBuilder:
         if not usable:
             return None
         return usable[h % len(usable)].format(
-            day=_WEEKDAYS[(h >> 8) % len(_WEEKDAYS)], rival=self.rivals[(h >> 12) % len(self.rivals)] if self.rivals else "",
-            tracking=f"HX{(h >> 4) % 10**9:09d}GB", amount=amounts[0] if amounts else "")
+            day=_WEEKDAYS[(h >> 8) % len(_WEEKDAYS)],
+            rival=self.rivals[(h >> 12) % len(self.rivals)] if self.rivals else "",
+            tracking=f"HX{(h >> 4) % 10**9:09d}GB",
+            amount=amounts[0] if amounts else "",
+        )
 
     def _applies(self, kind: str, seed: Record, rule_id: str) -> bool:
         """Whether the seed is a natural place for this kind of mistake: it exercises the rule, or its topic
@@ -321,13 +388,15 @@ class ContrastiveBuilder:
         # The bank's rule, or another rule or slice the policy data names for it (seed_rules, seed_slices).
         invited = bool(rules & {rule_id, *bank.seed_rules}) or seed.slice in bank.seed_slices
         triggered = rule_id in self.checker.triggered(seed.instruction, seed.input)
-        return {"accepted_final_sale": invited or triggered,
-                "accepted_late_return": invited and bool(_OUTSIDE_WINDOW.search(low)),
-                "outside_advice": invited or _h(seed, "advice") % 4 == 0,
-                "competitor_mention": invited or _h(seed, "rival") % 4 == 1,
-                "claimed_done": invited or _h(seed, "done") % 4 == 2,
-                "price_difference": invited or triggered,
-                "credential_request": invited or _h(seed, "credential") % 4 == 3}.get(kind, invited)
+        return {
+            "accepted_final_sale": invited or triggered,
+            "accepted_late_return": invited and bool(_OUTSIDE_WINDOW.search(low)),
+            "outside_advice": invited or _h(seed, "advice") % 4 == 0,
+            "competitor_mention": invited or _h(seed, "rival") % 4 == 1,
+            "claimed_done": invited or _h(seed, "done") % 4 == 2,
+            "price_difference": invited or triggered,
+            "credential_request": invited or _h(seed, "credential") % 4 == 3,
+        }.get(kind, invited)
 
     def inserted(self, kind: str, seed: Record) -> Edit | None:
         """One sentence from the kind's phrase bank, after the acknowledgement or before the sign-off (by hash);
@@ -342,8 +411,11 @@ class ContrastiveBuilder:
         if kind in ("accepted_final_sale", "accepted_late_return"):
             refuses = _OUTSIDE_WINDOW if kind == "accepted_late_return" else _REFUSAL
             text, _ = _drop_sentences(text, lambda s: bool(refuses.search(s) or _REFUSAL.search(s)))
-        place = _after_opening if kind == "blame_sentence" or _h(seed, f"{kind}:at") % 2 else \
-            (lambda t, s: _before_sign_off(t, s, self.policy))
+        place = (
+            _after_opening
+            if kind == "blame_sentence" or _h(seed, f"{kind}:at") % 2
+            else (lambda t, s: _before_sign_off(t, s, self.policy))
+        )
         return Edit(kind, rule_id, place(text, sentence), f"inserted {sentence!r}")
 
     def instructions_first(self, seed: Record) -> Edit | None:
@@ -353,13 +425,13 @@ class ContrastiveBuilder:
             return None
         paragraphs = _paragraphs(seed.output)
         i = _body_start(paragraphs)
-        end = next((j for j, p in enumerate(paragraphs) if p.startswith(self.policy.form.sign_off[0])),
-                   len(paragraphs))
+        end = next((j for j, p in enumerate(paragraphs) if p.startswith(self.policy.form.sign_off[0])), len(paragraphs))
         if end - i < 2:
             return None
         paragraphs[i], paragraphs[i + 1] = paragraphs[i + 1], paragraphs[i]
-        return Edit("instructions_first", rule_id, "\n\n".join(paragraphs),
-                    "moved the acknowledgement after the instructions")
+        return Edit(
+            "instructions_first", rule_id, "\n\n".join(paragraphs), "moved the acknowledgement after the instructions"
+        )
 
     def wrong_team(self, seed: Record) -> Edit | None:
         """The escalation a trigger requires, sent to another of the policy's teams."""
@@ -383,7 +455,7 @@ class ContrastiveBuilder:
             return None
         m = _FUTURE_ACTION.search(seed.output)
         if m is not None:
-            out = seed.output[:m.start()] + f"I have already {_PAST[m.group(1)]}" + seed.output[m.end():]
+            out = seed.output[: m.start()] + f"I have already {_PAST[m.group(1)]}" + seed.output[m.end() :]
             return Edit("claimed_done", rule_id, out, f"{m.group()!r} -> already done")
         return self.inserted("claimed_done", seed)
 
@@ -401,16 +473,33 @@ def contrastive_negatives(seeds: list[Record], policy: Policy, cfg: ContrastiveC
     records, counts, seen = [], Counter(), set()
     for seed in ordered[: cfg.max_seeds]:
         for edit in builder.edits(seed):
-            record = Record(instruction=seed.instruction, input=seed.input, output=edit.output,
-                            source=Source.contrastive, parent_ids=[seed.id], policy_version=policy.policy_id,
-                            slice=seed.slice, rules=[edit.rule_id], audience=seed.audience,
-                            meta={"edit": edit.kind, "violates": edit.rule_id, "detail": edit.detail,
-                                  **({"ref": seed.meta["ref"]} if "ref" in seed.meta else {})})
+            record = Record(
+                instruction=seed.instruction,
+                input=seed.input,
+                output=edit.output,
+                source=Source.contrastive,
+                parent_ids=[seed.id],
+                policy_version=policy.policy_id,
+                slice=seed.slice,
+                rules=[edit.rule_id],
+                audience=seed.audience,
+                meta={
+                    "edit": edit.kind,
+                    "violates": edit.rule_id,
+                    "detail": edit.detail,
+                    **({"ref": seed.meta["ref"]} if "ref" in seed.meta else {}),
+                },
+            )
             if record.id in seen:
                 continue
             seen.add(record.id)
-            record.decide(STAGE, False, f"contrastive negative ({edit.kind}): violates {edit.rule_id}, "
-                                        f"{edit.detail}; never a positive training example", rule_id=edit.rule_id)
+            record.decide(
+                STAGE,
+                False,
+                f"contrastive negative ({edit.kind}): violates {edit.rule_id}, "
+                f"{edit.detail}; never a positive training example",
+                rule_id=edit.rule_id,
+            )
             records.append(record)
             counts[edit.kind] += 1
     return records, counts
@@ -426,8 +515,11 @@ def check_negatives(negatives: list[Record], seeds: list[Record], policy: Policy
         violated = r.rules[0]
         found = {f.rule_id for f in checker.check(r.instruction, r.input, r.output, r.audience)}
         parent = parents.get(r.parent_ids[0])
-        before = ({f.rule_id for f in checker.check(parent.instruction, parent.input, parent.output, parent.audience)}
-                  if parent else set())
+        before = (
+            {f.rule_id for f in checker.check(parent.instruction, parent.input, parent.output, parent.audience)}
+            if parent
+            else set()
+        )
         c = by_edit[r.meta.get("edit", "?")]
         c["n"] += 1
         c["caught"] += violated in found
@@ -437,6 +529,11 @@ def check_negatives(negatives: list[Record], seeds: list[Record], policy: Policy
     for c in by_edit.values():
         total.update(c)
     rate = total["caught"] / total["n"] if total["n"] else float("nan")
-    return {"n": total["n"], "caught": total["caught"], "flagged": total["flagged"],
-            "seed_already_flagged": total["seed_already_flagged"], "catch_rate": rate,
-            "by_edit": {k: dict(v) | {"catch_rate": v["caught"] / v["n"]} for k, v in sorted(by_edit.items())}}
+    return {
+        "n": total["n"],
+        "caught": total["caught"],
+        "flagged": total["flagged"],
+        "seed_already_flagged": total["seed_already_flagged"],
+        "catch_rate": rate,
+        "by_edit": {k: dict(v) | {"catch_rate": v["caught"] / v["n"]} for k, v in sorted(by_edit.items())},
+    }

@@ -30,8 +30,11 @@ def templates_used(cfg: GenerateConfig) -> dict[str, str]:
     if cfg.self_instruct.enabled:
         ids.append("generate/self_instruct")
         if cfg.self_instruct.mode == "instances":
-            ids += ["generate/self_instruct_is_clf", "generate/self_instruct_input_first",
-                    "generate/self_instruct_output_first"]
+            ids += [
+                "generate/self_instruct_is_clf",
+                "generate/self_instruct_input_first",
+                "generate/self_instruct_output_first",
+            ]
     if cfg.responses.mode == "grounded":
         ids.append("generate/grounded")
     if cfg.evol.enabled:
@@ -51,19 +54,33 @@ def generation_seed(cfg: GenerateConfig, seed: int) -> int:
     return cfg.seed if cfg.seed is not None else seed
 
 
-def make_responder(train: list[Record], weak: Generator, cfg: GenerateConfig, seed: int, policy: Policy,
-                   log: CallLog | None = None) -> Responder:
+def make_responder(
+    train: list[Record], weak: Generator, cfg: GenerateConfig, seed: int, policy: Policy, log: CallLog | None = None
+) -> Responder:
     grounding = None
     if cfg.responses.mode == "grounded":
         from ballast.generate.grounding import PolicyGrounding
 
         grounding = PolicyGrounding(policy, train, cfg.responses.grounding)
-    return Responder(weak, cfg.responses.decoding.to_decoding(generation_seed(cfg, seed)), policy.company,
-                     grounding=grounding, log=log, chunk=cfg.batch_size)
+    return Responder(
+        weak,
+        cfg.responses.decoding.to_decoding(generation_seed(cfg, seed)),
+        policy.company,
+        grounding=grounding,
+        log=log,
+        chunk=cfg.batch_size,
+    )
 
 
-def generate_records(train: list[Record], weak: Generator, cfg: GenerateConfig, seed: int, policy: Policy,
-                     log: CallLog | None = None, writer: Generator | None = None) -> tuple[list[Record], dict[str, int]]:
+def generate_records(
+    train: list[Record],
+    weak: Generator,
+    cfg: GenerateConfig,
+    seed: int,
+    policy: Policy,
+    log: CallLog | None = None,
+    writer: Generator | None = None,
+) -> tuple[list[Record], dict[str, int]]:
     """Records from every enabled generator (kept and dropped), and counts per generator and outcome; `seed` is
     the recipe's (generate.seed overrides it). `writer` writes Self-Instruct's new instructions when it is not
     the weak model."""
@@ -85,8 +102,20 @@ def generate_records(train: list[Record], weak: Generator, cfg: GenerateConfig, 
     if cfg.self_instruct.enabled:
         from ballast.generate.self_instruct import self_instruct
 
-        add("self_instruct", self_instruct(train, writer or weak, cfg.self_instruct, cfg.responses.decoding,
-                                           policy.company, policy.policy_id, seed, responder=responder, log=log))
+        add(
+            "self_instruct",
+            self_instruct(
+                train,
+                writer or weak,
+                cfg.self_instruct,
+                cfg.responses.decoding,
+                policy.company,
+                policy.policy_id,
+                seed,
+                responder=responder,
+                log=log,
+            ),
+        )
     if cfg.evol.enabled:
         from ballast.generate.evol import evolve
 

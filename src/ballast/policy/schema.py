@@ -159,11 +159,15 @@ class Policy(_Strict):
                 raise ValueError(f"rules[{i}]: duplicate rule id {rule.id}")
             seen.add(rule.id)
             if self.areas.get(rule.id[0]) != rule.area:
-                raise ValueError(f"rules[{i}] ({rule.id}): area {rule.area!r} does not match the area "
-                                 f"of prefix {rule.id[0]!r}, expected {self.areas.get(rule.id[0])!r}")
+                raise ValueError(
+                    f"rules[{i}] ({rule.id}): area {rule.area!r} does not match the area "
+                    f"of prefix {rule.id[0]!r}, expected {self.areas.get(rule.id[0])!r}"
+                )
             if rule.escalate_to and rule.escalate_to not in (*self.teams, "supervisor"):
-                raise ValueError(f"rules[{i}] ({rule.id}): escalate_to {rule.escalate_to!r} is not one of "
-                                 f"the teams {self.teams} or 'supervisor'")
+                raise ValueError(
+                    f"rules[{i}] ({rule.id}): escalate_to {rule.escalate_to!r} is not one of "
+                    f"the teams {self.teams} or 'supervisor'"
+                )
         facts = {f.id for r in self.rules for f in r.facts}
         for name, patterns in self.stances.items():
             try:
@@ -175,8 +179,9 @@ class Policy(_Strict):
                 where = f"rules[{i}] ({rule.id}).cases[{j}]"
                 unknown = [s for s in case.forbids if s not in self.stances]
                 if unknown:
-                    raise ValueError(f"{where}: stances {unknown} are not defined in stances "
-                                     f"({', '.join(self.stances) or 'none'})")
+                    raise ValueError(
+                        f"{where}: stances {unknown} are not defined in stances ({', '.join(self.stances) or 'none'})"
+                    )
                 refs = [case.amount_over] + ([case.elapsed.fact, case.elapsed.member_fact] if case.elapsed else [])
                 missing = [f for f in refs if f and f not in facts]
                 if missing:
@@ -221,8 +226,12 @@ def load_policy(path: str | Path) -> Policy:
     if isinstance(data, dict) and isinstance(data.get("contrastive"), str):  # a file beside the policy
         extra = path.parent / data["contrastive"]
         if not extra.is_file():
-            raise InputError(f"contrastive file {extra} does not exist", file=path,
-                             line=line_of(node, ("contrastive",)), field="contrastive")
+            raise InputError(
+                f"contrastive file {extra} does not exist",
+                file=path,
+                line=line_of(node, ("contrastive",)),
+                field="contrastive",
+            )
         data["contrastive"] = load_model(ContrastiveData, extra).model_dump()
         digest.update(b"\0" + extra.read_bytes())
     policy = validate(Policy, data, file=path, node=node)

@@ -20,12 +20,14 @@ def make_judge(cfg: JudgeConfig, weak: str, seed: int, policy: Policy, log: Call
     from ballast.backends.factory import backend_for
     from ballast.score.judge import Judge
 
-    return Judge(backend_for(cfg.server, weak), policy, decoding=cfg.decoding.to_decoding(seed),
-                 max_rules=cfg.max_rules, log=log)
+    return Judge(
+        backend_for(cfg.server, weak), policy, decoding=cfg.decoding.to_decoding(seed), max_rules=cfg.max_rules, log=log
+    )
 
 
-def score(records: list[Record], cfg: ScoreConfig, weak: str, seed: int, policy: Policy,
-          log: CallLog | None = None) -> list[Record]:
+def score(
+    records: list[Record], cfg: ScoreConfig, weak: str, seed: int, policy: Policy, log: CallLog | None = None
+) -> list[Record]:
     """Copies of `records` with scores on the kept ones; `weak` names the weak model, `seed` the recipe's seed."""
     records = [r.model_copy(deep=True) for r in records]
     kept = [r for r in records if r.kept]
@@ -33,8 +35,9 @@ def score(records: list[Record], cfg: ScoreConfig, weak: str, seed: int, policy:
         from ballast.score.ifd import QualityScorer
 
         summary = QualityScorer(policy.company, weak, batch_size=cfg.batch_size, max_len=cfg.max_len).score(kept)
-        console.print(f"score: IFD of {summary.scored} records ({summary.truncated} truncated, "
-                      f"{summary.unscorable} unscorable)")
+        console.print(
+            f"score: IFD of {summary.scored} records ({summary.truncated} truncated, {summary.unscorable} unscorable)"
+        )
     if cfg.judge is not None and kept:
         make_judge(cfg.judge, weak, seed, policy, log).score(kept, min_score=cfg.judge.min_score)
     return records

@@ -96,3 +96,21 @@ def test_no_stage_imports_another_and_no_upward_import():
             assert target not in TOP, f"{module} imports {target}, which sits above it"
             if theirs is not None:
                 assert theirs == own, f"{module} ({own or 'shared ground'}) imports {target} (stage {theirs})"
+
+
+def test_python_m_ballast_cli_knows_every_command():
+    import subprocess
+    import sys
+
+    from ballast.cli import app
+
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    out = subprocess.run(
+        [sys.executable, "-m", "ballast.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+        check=True,
+    ).stdout
+    missing = [n for n in names if f" {n} " not in out]
+    assert not missing, missing

@@ -538,10 +538,6 @@ def report_cmd(run: Annotated[Path, typer.Argument(help="run folder")]) -> None:
     console.print(f"report: {render_report(run)}")
 
 
-if __name__ == "__main__":
-    app()
-
-
 @app.command("gate")
 def gate_cmd(
     run: Annotated[Path, typer.Argument(help="run folder")],
@@ -573,3 +569,7 @@ def gate_cmd(
         raise typer.Exit(code=1)
     if release:
         console.print(f"released: {mark_released(run)}")
+
+
+if __name__ == "__main__":  # after every command is registered, so `python -m ballast.cli` knows them all
+    app()

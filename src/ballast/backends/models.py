@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 
 from ballast.records import ModelRef
+from ballast.templates import ROOT as TEMPLATES
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def chat_template(name: str) -> str | None:
     model = EMBEDDED.get(name)
     if model is None or model.chat_template is None:
         return None
-    return (Path(__file__).parent / "templates" / "chat" / model.chat_template).read_text(encoding="utf-8")
+    return (TEMPLATES / "chat" / model.chat_template).read_text(encoding="utf-8")
 
 
 def model_dir(name: str) -> Path:

@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: setup demo test clean browser
+.PHONY: setup demo lint test clean browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ browser:
 	    || echo "chromium could not be installed; tests/test_report_browser.py will fail"; \
 	fi
 
-test: setup browser
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: setup browser lint
 	$(BIN)/python -m pytest
 
 clean:

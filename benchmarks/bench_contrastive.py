@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ballast.generate.contrastive import check_negatives, contrastive_negatives
-from ballast.policy import load_policy
+from ballast.policy.schema import load_policy
 from ballast.recipe import ContrastiveConfig
 from ballast.seeds import load_seeds, split_heldout
 
@@ -25,10 +25,12 @@ def main() -> None:
     train = split_heldout(load_seeds(EXAMPLE / "seeds.jsonl", policy), 0.25, salt="heldout:13").train
     negatives, _ = contrastive_negatives(train, policy, ContrastiveConfig())
     result = check_negatives(negatives, train, policy)
-    print(f"{result['n']} negatives from {len(train)} training seeds: caught (violated rule found) "
-          f"{result['caught']} = {result['catch_rate']:.3f}; flagged (any finding) {result['flagged']} = "
-          f"{result['flagged'] / result['n']:.3f}; parent seed already flagged for the rule: "
-          f"{result['seed_already_flagged']}")
+    print(
+        f"{result['n']} negatives from {len(train)} training seeds: caught (violated rule found) "
+        f"{result['caught']} = {result['catch_rate']:.3f}; flagged (any finding) {result['flagged']} = "
+        f"{result['flagged'] / result['n']:.3f}; parent seed already flagged for the rule: "
+        f"{result['seed_already_flagged']}"
+    )
     print("\n| edit | negatives | caught | rate |\n| --- | ---: | ---: | ---: |")
     for kind, c in result["by_edit"].items():
         print(f"| {kind} | {c['n']} | {c['caught']} | {c['catch_rate']:.3f} |")

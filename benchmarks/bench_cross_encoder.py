@@ -1,5 +1,6 @@
 """Would a fine-tuned encoder catch what the shipped conformance classifier misses? MiniLM fine-tuned as a
-sentence-level cross-encoder against ballast.conformance (logistic heads on frozen MiniLM embeddings), each combined
+sentence-level cross-encoder against ballast.curate.conformance (logistic heads on frozen MiniLM embeddings), each
+combined
 with the rule checks, on the same training data and the same devsets in one run.
 
 Training data for both: the example's training seeds (conformant) and their contrastive negatives. The cross-encoder
@@ -23,11 +24,11 @@ import torch
 from bench_devset import EXAMPLE, load_devset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from ballast.conformance import fit_from_seeds
+from ballast.backends.models import model_dir
+from ballast.curate.conformance import fit_from_seeds
 from ballast.generate.contrastive import contrastive_negatives
-from ballast.models import model_dir
-from ballast.policy import load_policy
-from ballast.policy_checks import PolicyChecker, split_sentences
+from ballast.policy.checks import PolicyChecker, split_sentences
+from ballast.policy.schema import load_policy
 from ballast.recipe import ClassifierConfig, ContrastiveConfig
 from ballast.records import Record
 from ballast.seeds import load_seeds, split_heldout
@@ -56,15 +57,22 @@ class CrossEncoder:
         self.max_len = max_len
 
     def _encode(self, pairs: list[Pair]) -> dict:
-        return self.tokenizer([s for s, _ in pairs], [c for _, c in pairs], truncation="only_second",
-                              max_length=self.max_len, padding=True, return_tensors="pt")
+        return self.tokenizer(
+            [s for s, _ in pairs],
+            [c for _, c in pairs],
+            truncation="only_second",
+            max_length=self.max_len,
+            padding=True,
+            return_tensors="pt",
+        )
 
     def fit(self, data: list[tuple[Pair, float]], epochs: int, rng: random.Random, batch: int = 16) -> None:
         opt = torch.optim.AdamW(self.model.parameters(), lr=3e-5, weight_decay=0.01)
         steps = epochs * -(-len(data) // batch)
         # linear warm-up over the first 10% of steps, then linear decay
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda i: min(1.0, (i + 1) / (0.1 * steps)) * (steps - i) / steps)
+            opt, lambda i: min(1.0, (i + 1) / (0.1 * steps)) * (steps - i) / steps
+        )
         self.model.train()
         for _ in range(epochs):
             rng.shuffle(data)
@@ -86,8 +94,12 @@ class CrossEncoder:
             for sentence in split_sentences(r.output) or [""]:
                 pairs.append((sentence, _context(r)))
                 owners.append(n)
-        probs = torch.cat([torch.sigmoid(self.model(**self._encode(pairs[i : i + 64])).logits.squeeze(-1))
-                           for i in range(0, len(pairs), 64)]).numpy()
+        probs = torch.cat(
+            [
+                torch.sigmoid(self.model(**self._encode(pairs[i : i + 64])).logits.squeeze(-1))
+                for i in range(0, len(pairs), 64)
+            ]
+        ).numpy()
         best = np.zeros(len(records))
         np.maximum.at(best, owners, probs)
         return best
@@ -121,9 +133,12 @@ def main() -> None:
     start = time.perf_counter()
     encoder = CrossEncoder()
     encoder.fit(data, args.epochs, rng)
-    print(f"cross-encoder: {len(data)} sentence pairs ({int(sum(y for _, y in data))} violating), "
-          f"{args.epochs} epochs in {time.perf_counter() - start:.0f} s")
-    classifier = fit_from_seeds(policy, split.train, ClassifierConfig())
+    print(
+        f"cross-encoder: {len(data)} sentence pairs ({int(sum(y for _, y in data))} violating), "
+        f"{args.epochs} epochs in {time.perf_counter() - start:.0f} s"
+    )
+    negatives = contrastive_negatives(split.train, policy, ContrastiveConfig())[0]
+    classifier = fit_from_seeds(policy, split.train, negatives, ClassifierConfig())
     checker = PolicyChecker(policy)
 
     def flagged(records: list[Record]) -> np.ndarray:
@@ -131,12 +146,16 @@ def main() -> None:
 
     held = split.heldout
     print(f"\nFalse alarms on the {len(held)} held-out seeds (all conformant), rules alone: {int(flagged(held).sum())}")
-    for name, scores in (("cross-encoder", encoder.score(held)),
-                         ("classifier", np.array([v.p_violation for v in classifier.predict(held)]))):
+    for name, scores in (
+        ("cross-encoder", encoder.score(held)),
+        ("classifier", np.array([v.p_violation for v in classifier.predict(held)])),
+    ):
         print(f"{name}: " + ", ".join(f"{t:.2f}: {int((scores >= t).sum())}" for t in THRESHOLDS))
 
-    print("\n| devset | method | threshold | alone P | alone R | alone false alarms | with rules P | with rules R "
-          "| with rules false alarms |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "\n| devset | method | threshold | alone P | alone R | alone false alarms | with rules P | with rules R "
+        "| with rules false alarms |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
     for path in (EXAMPLE / "devset.jsonl", EXAMPLE / "devset_blind.jsonl"):
         dev = load_devset(path)
         rules = flagged(dev)

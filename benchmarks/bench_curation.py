@@ -9,7 +9,7 @@ precision and recall against the pool's ground truth (a record is a duplicate wh
 has the same cluster), and the speed ratios; for the novelty rule, the agreement of our decisions with the
 exhaustive ones:
 
-- `rouge-score`: Self-Instruct's loop as the reference `ballast.novelty.RougeNovelty` runs it (rouge-score, every
+- `rouge-score`: Self-Instruct's loop as the reference `tests/rouge_reference.py` runs it (rouge-score, every
   accepted instruction), timed on the first --rouge-sample records and extrapolated to the pool with the number of
   comparisons that loop would make there (the sum, over records, of instructions accepted before it; known
   exactly because our decisions are the same).
@@ -38,9 +38,10 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))  # the exhaustive ROUGE-L reference lives with the tests
 
+from ballast.backends.models import cache_dir  # noqa: E402
 from ballast.curate.stream import peak_rss_mb  # noqa: E402
-from ballast.models import cache_dir  # noqa: E402
 from ballast.recipe import CurateConfig  # noqa: E402
 
 DEFAULT_POOL = cache_dir() / "benchmarks" / "pool.parquet"  # 84 MB: a fixture, kept out of the repository
@@ -68,15 +69,22 @@ def _save(out: Path, stats: dict, **arrays: np.ndarray) -> None:
 
 # ---- tasks, each run in its own process -------------------------------------------------------------------------
 
+
 def task_curate(pool: Path, out: Path, work: Path) -> None:
     from ballast.curate.stream import curate_parquet
 
     start = time.perf_counter()
-    report = curate_parquet(pool, work / "run" / "stages" / "curate" / "records.parquet",
-                            work / "run" / "decisions.parquet", bench_config(), progress=False)
+    report = curate_parquet(
+        pool,
+        work / "run" / "stages" / "curate" / "records.parquet",
+        work / "run" / "decisions.parquet",
+        bench_config(),
+        progress=False,
+    )
     seconds = time.perf_counter() - start
-    decisions = pq.read_table(work / "run" / "stages" / "curate" / "records.parquet",
-                              columns=["decisions"]).column("decisions")
+    decisions = pq.read_table(work / "run" / "stages" / "curate" / "records.parquet", columns=["decisions"]).column(
+        "decisions"
+    )
     flat = pc.list_flatten(decisions)
     parents = pc.list_parent_indices(decisions).to_numpy()
     stage = np.asarray(pc.struct_field(flat, "stage").to_pylist())
@@ -88,7 +96,7 @@ def task_curate(pool: Path, out: Path, work: Path) -> None:
 
 
 def task_novelty_fast(pool: Path, out: Path, work: Path) -> None:
-    from ballast.novelty_index import RougeNoveltyIndex
+    from ballast.rouge import RougeNoveltyIndex
 
     texts = _column(pool, "instruction")
     ids = _column(pool, "id")
@@ -100,13 +108,17 @@ def task_novelty_fast(pool: Path, out: Path, work: Path) -> None:
         novel[i], _, score[i] = index.add_if_novel(rid, text)
     seconds = time.perf_counter() - start
     accepted_before = np.concatenate(([0], np.cumsum(novel)[:-1]))
-    _save(out, {"seconds": seconds, "pairs_verified": index.pairs_verified,
-                "exhaustive_pairs": int(accepted_before.sum())}, novel=novel, score=score,
-          accepted_before=accepted_before)
+    _save(
+        out,
+        {"seconds": seconds, "pairs_verified": index.pairs_verified, "exhaustive_pairs": int(accepted_before.sum())},
+        novel=novel,
+        score=score,
+        accepted_before=accepted_before,
+    )
 
 
 def task_rouge_exhaustive(pool: Path, out: Path, work: Path, n: int) -> None:
-    from ballast.novelty import RougeNovelty
+    from rouge_reference import RougeNovelty
 
     texts = _column(pool, "instruction")[:n]
     start = time.perf_counter()
@@ -158,9 +170,9 @@ def task_all_pairs(pool: Path, out: Path, work: Path, n: int) -> None:
                 for tok in touched:
                     mask_of[tok] = 0
             else:
-                from ballast.novelty_index import lcs_length
+                from ballast.rouge import lcs_length
 
-                lcs = np.array([lcs_length(q, acc[j, :acc_len[j]].tolist()) for j in range(k)], dtype=np.int64)
+                lcs = np.array([lcs_length(q, acc[j, : acc_len[j]].tolist()) for j in range(k)], dtype=np.int64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 p, r = lcs / m, lcs / acc_len[:k]
                 f = np.where(lcs > 0, 2 * p * r / (p + r), 0.0)
@@ -177,19 +189,23 @@ def task_all_pairs(pool: Path, out: Path, work: Path, n: int) -> None:
             acc_len[k] = m
             acc_src.append(i)
     seconds = time.perf_counter() - start
-    _save(out, {"seconds": seconds, "records": len(ids), "confirmed_with_rouge_score": confirmed},
-          novel=novel, score=score)
+    _save(
+        out,
+        {"seconds": seconds, "records": len(ids), "confirmed_with_rouge_score": confirmed},
+        novel=novel,
+        score=score,
+    )
 
 
 def _shingles(text: str, k: int) -> list[bytes]:
-    from ballast.curate.filters import normalised
+    from ballast.curate.text import normalised
 
     words = normalised(text).split()
     if not words:
         return []
     if len(words) < k:
         return [" ".join(words).encode()]
-    return [" ".join(words[i:i + k]).encode() for i in range(len(words) - k + 1)]
+    return [" ".join(words[i : i + k]).encode() for i in range(len(words) - k + 1)]
 
 
 def task_datasketch(pool: Path, out: Path, work: Path) -> None:
@@ -214,8 +230,7 @@ def task_datasketch(pool: Path, out: Path, work: Path) -> None:
         lsh.insert(i, lean)
         stored[i] = lean
     seconds = time.perf_counter() - start
-    _save(out, {"seconds": seconds, "params": [lsh.b, lsh.r]},
-          dropped=dropped)
+    _save(out, {"seconds": seconds, "params": [lsh.b, lsh.r]}, dropped=dropped)
 
 
 def task_minhash_ours(pool: Path, out: Path, work: Path) -> None:
@@ -232,8 +247,14 @@ def task_minhash_ours(pool: Path, out: Path, work: Path) -> None:
     _save(out, {"seconds": seconds, "params": list(lsh_params(cfg.minhash))}, dropped=np.array(dropped))
 
 
-TASKS = {"curate": task_curate, "novelty_fast": task_novelty_fast, "rouge_exhaustive": task_rouge_exhaustive,
-         "all_pairs": task_all_pairs, "datasketch": task_datasketch, "minhash_ours": task_minhash_ours}
+TASKS = {
+    "curate": task_curate,
+    "novelty_fast": task_novelty_fast,
+    "rouge_exhaustive": task_rouge_exhaustive,
+    "all_pairs": task_all_pairs,
+    "datasketch": task_datasketch,
+    "minhash_ours": task_minhash_ours,
+}
 
 
 def run_task(name: str, pool: Path, work: Path, *extra: str) -> tuple[dict, dict]:
@@ -248,6 +269,7 @@ def run_task(name: str, pool: Path, work: Path, *extra: str) -> tuple[dict, dict
 
 
 # ---- evaluation -------------------------------------------------------------------------------------------------
+
 
 def ground_truth(pool: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(is a duplicate of an earlier record, strength, is a bad record) per record in pool order."""
@@ -288,8 +310,12 @@ def main() -> None:
     parser.add_argument("--agreement-sample", type=int, default=20_000, help="records for the all-pairs check")
     parser.add_argument("--skip", nargs="*", default=[], help="tasks to leave out, e.g. datasketch")
     parser.add_argument("--work", type=Path, default=None)
-    parser.add_argument("--results", type=Path, default=None,
-                        help="also write the figures, with this command and the machine, to this Markdown file")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="also write the figures, with this command and the machine, to this Markdown file",
+    )
     parser.add_argument("--task", choices=sorted(TASKS), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -304,8 +330,17 @@ def main() -> None:
     pool = args.pool
     if not pool.is_file():
         print(f"building {pool} ({args.records} records) ...", flush=True)
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_pool.py"), "--out", str(pool),
-                        "--records", str(args.records)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "make_pool.py"),
+                "--out",
+                str(pool),
+                "--records",
+                str(args.records),
+            ],
+            check=True,
+        )
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_curation."))
     work.mkdir(parents=True, exist_ok=True)
     n = pq.ParquetFile(pool).metadata.num_rows
@@ -316,32 +351,45 @@ def main() -> None:
 
         t0 = time.perf_counter()
         emb = StaticEmbedder()
-        print(f"static model {emb.model.name} sha256 {emb.model.sha256[:16]} ready in "
-              f"{time.perf_counter() - t0:.1f}s", flush=True)
+        print(
+            f"static model {emb.model.name} sha256 {emb.model.sha256[:16]} ready in {time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
 
     results = {}
-    for name, extra in (("curate", ()), ("novelty_fast", ()),
-                        ("rouge_exhaustive", ("--n", str(args.rouge_sample))),
-                        ("all_pairs", ("--n", str(args.agreement_sample))),
-                        ("minhash_ours", ()), ("datasketch", ())):
+    for name, extra in (
+        ("curate", ()),
+        ("novelty_fast", ()),
+        ("rouge_exhaustive", ("--n", str(args.rouge_sample))),
+        ("all_pairs", ("--n", str(args.agreement_sample))),
+        ("minhash_ours", ()),
+        ("datasketch", ()),
+    ):
         if name not in args.skip:
             results[name] = run_task(name, pool, work, *extra)
 
     dup, strength, bad = ground_truth(pool)
     valid = ~bad
     print()
-    print(f"ground truth: {np.count_nonzero(dup & valid)} duplicates of an earlier record among "
-          f"{np.count_nonzero(valid)} records ({np.count_nonzero(bad)} malformed records left out of P/R)")
+    print(
+        f"ground truth: {np.count_nonzero(dup & valid)} duplicates of an earlier record among "
+        f"{np.count_nonzero(valid)} records ({np.count_nonzero(bad)} malformed records left out of P/R)"
+    )
     lines = []
     if "curate" in results:
         stats, arr = results["curate"]
         at = arr["dropped_at"]
-        lines.append(f"ours, whole curation ({', '.join(stats['stages'])}): {stats['seconds']:.1f}s, "
-                     f"peak RSS {stats['peak_rss_mb']} MB, kept {stats['kept']} of {stats['records_in']}")
+        lines.append(
+            f"ours, whole curation ({', '.join(stats['stages'])}): {stats['seconds']:.1f}s, "
+            f"peak RSS {stats['peak_rss_mb']} MB, kept {stats['kept']} of {stats['records_in']}"
+        )
         for stage, c in stats["stages"].items():
             lines.append(f"  {stage:28s} {c['seconds']:7.1f}s  decided {c['decided']:7d}  dropped {c['dropped']:7d}")
-        dedup_stages = [s for s in stats["stages"] if s.split(".")[1] in ("exact_duplicate", "minhash_duplicate",
-                                                                           "rouge_novelty", "semantic_duplicate")]
+        dedup_stages = [
+            s
+            for s in stats["stages"]
+            if s.split(".")[1] in ("exact_duplicate", "minhash_duplicate", "rouge_novelty", "semantic_duplicate")
+        ]
         lines.append("  per dedup stage, its drops against the truth (recall is of all duplicates, cumulative):")
         cumulative = np.zeros(len(at), dtype=bool)
         for s in dedup_stages:
@@ -349,66 +397,93 @@ def main() -> None:
             cumulative |= pred
             p, _ = pr(pred, dup, valid)
             _, r = pr(cumulative, dup, valid)
-            lines.append(f"    {s:28s} precision {p:.4f}  cumulative recall {r:.4f}  "
-                         f"({recall_by(cumulative, dup & valid, strength)})")
+            lines.append(
+                f"    {s:28s} precision {p:.4f}  cumulative recall {r:.4f}  "
+                f"({recall_by(cumulative, dup & valid, strength)})"
+            )
         p, r = pr(cumulative, dup, valid)
         lines.append(f"  all dedup stages together: precision {p:.4f}, recall {r:.4f}")
         bad_caught = np.count_nonzero((at == "curate.normalise") & bad)
         lines.append(f"  malformed records dropped by curate.normalise: {bad_caught} of {np.count_nonzero(bad)}")
     if "novelty_fast" in results:
         fast, farr = results["novelty_fast"]
-        lines.append(f"ours, ROUGE-L novelty alone on all {n} instructions: {fast['seconds']:.1f}s, "
-                     f"peak RSS {fast['peak_rss_mb']} MB, {fast['pairs_verified']} exact LCS computations "
-                     f"instead of {fast['exhaustive_pairs']}")
+        lines.append(
+            f"ours, ROUGE-L novelty alone on all {n} instructions: {fast['seconds']:.1f}s, "
+            f"peak RSS {fast['peak_rss_mb']} MB, {fast['pairs_verified']} exact LCS computations "
+            f"instead of {fast['exhaustive_pairs']}"
+        )
         p, r = pr(~farr["novel"], dup, valid)
-        lines.append(f"  as a dedup method: precision {p:.4f}, recall {r:.4f} "
-                     f"({recall_by(~farr['novel'], dup & valid, strength)})")
+        lines.append(
+            f"  as a dedup method: precision {p:.4f}, recall {r:.4f} "
+            f"({recall_by(~farr['novel'], dup & valid, strength)})"
+        )
         if "rouge_exhaustive" in results:
             ref, rarr = results["rouge_exhaustive"]
             k = ref["records"]
             per_pair = ref["seconds"] / max(ref["pairs"], 1)
             projected = per_pair * fast["exhaustive_pairs"]
             agree = np.mean(rarr["novel"] == farr["novel"][:k])
-            lines.append(f"Self-Instruct exhaustive (rouge-score) on the first {k} records: {ref['seconds']:.1f}s "
-                         f"for {ref['pairs']} comparisons ({per_pair * 1e6:.1f} µs each), peak RSS "
-                         f"{ref['peak_rss_mb']} MB; agreement with ours {agree:.4%}")
-            lines.append(f"  extrapolated to {n} records ({fast['exhaustive_pairs']} comparisons): "
-                         f"{projected:.0f}s = {projected / 3600:.1f} CPU-hours; ours is "
-                         f"{projected / fast['seconds']:.0f}x faster on the novelty rule")
+            lines.append(
+                f"Self-Instruct exhaustive (rouge-score) on the first {k} records: {ref['seconds']:.1f}s "
+                f"for {ref['pairs']} comparisons ({per_pair * 1e6:.1f} µs each), peak RSS "
+                f"{ref['peak_rss_mb']} MB; agreement with ours {agree:.4%}"
+            )
+            lines.append(
+                f"  extrapolated to {n} records ({fast['exhaustive_pairs']} comparisons): "
+                f"{projected:.0f}s = {projected / 3600:.1f} CPU-hours; ours is "
+                f"{projected / fast['seconds']:.0f}x faster on the novelty rule"
+            )
         if "all_pairs" in results:
             ap, aarr = results["all_pairs"]
             k = ap["records"]
             same = aarr["novel"] == farr["novel"][:k]
             drops = ~aarr["novel"]
             same_score = np.mean(aarr["score"][drops] == farr["score"][:k][drops]) if drops.any() else 1.0
-            lines.append(f"all-pairs exhaustive check on the first {k} records: {ap['seconds']:.1f}s; decisions "
-                         f"agree on {np.count_nonzero(same)} of {k} ({np.mean(same):.4%}); scores of drops "
-                         f"identical on {same_score:.4%}; {ap['confirmed_with_rouge_score']} pairs with F > 0.6 "
-                         "recomputed with rouge-score, all equal")
+            lines.append(
+                f"all-pairs exhaustive check on the first {k} records: {ap['seconds']:.1f}s; decisions "
+                f"agree on {np.count_nonzero(same)} of {k} ({np.mean(same):.4%}); scores of drops "
+                f"identical on {same_score:.4%}; {ap['confirmed_with_rouge_score']} pairs with F > 0.6 "
+                "recomputed with rouge-score, all equal"
+            )
     for name, label in (("minhash_ours", "ours, MinHash LSH alone"), ("datasketch", "datasketch MinHash LSH")):
         if name in results:
             stats, arr = results[name]
             p, r = pr(arr["dropped"], dup, valid)
-            lines.append(f"{label} (bands, rows = {tuple(stats['params'])}): {stats['seconds']:.1f}s, peak RSS "
-                         f"{stats['peak_rss_mb']} MB, precision {p:.4f}, recall {r:.4f} "
-                         f"({recall_by(arr['dropped'], dup & valid, strength)})")
+            lines.append(
+                f"{label} (bands, rows = {tuple(stats['params'])}): {stats['seconds']:.1f}s, peak RSS "
+                f"{stats['peak_rss_mb']} MB, precision {p:.4f}, recall {r:.4f} "
+                f"({recall_by(arr['dropped'], dup & valid, strength)})"
+            )
     if "minhash_ours" in results and "datasketch" in results:
-        lines.append(f"  MinHash speed ratio, datasketch / ours: "
-                     f"{results['datasketch'][0]['seconds'] / results['minhash_ours'][0]['seconds']:.1f}x")
+        lines.append(
+            f"  MinHash speed ratio, datasketch / ours: "
+            f"{results['datasketch'][0]['seconds'] / results['minhash_ours'][0]['seconds']:.1f}x"
+        )
     print("\n".join(lines))
     (work / "summary.txt").write_text("\n".join(lines) + "\n")
     if args.results:
         import platform
 
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        command = "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute()
-                                         else sys.argv[0], *sys.argv[1:]])
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        command = "python " + " ".join(
+            [
+                str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0],
+                *sys.argv[1:],
+            ]
+        )
         args.results.write_text(
             "# Curation at 300,000 records: measured\n\n"
             f"Command (from the repository root): `{command}`\n\n"
             f"Machine: {os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}; "
-            f"pool {pool.name}, {n} records.\n\n```\n" + "\n".join(lines) + "\n```\n")
+            f"pool {pool.name}, {n} records.\n\n```\n" + "\n".join(lines) + "\n```\n"
+        )
         print(f"wrote {args.results}")
 
 

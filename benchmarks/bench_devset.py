@@ -27,12 +27,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from ballast.conformance import Verdict, fit_from_seeds
+from ballast.curate.conformance import Verdict, fit_from_seeds
 from ballast.curate.dedup import MinHashDuplicate
 from ballast.curate.filters import ExactDuplicate, Novelty
-from ballast.policy import load_policy
-from ballast.policy_checks import Finding, PolicyChecker
-from ballast.recipe import ClassifierConfig, CurateConfig
+from ballast.generate.contrastive import contrastive_negatives
+from ballast.policy.checks import Finding, PolicyChecker
+from ballast.policy.schema import load_policy
+from ballast.recipe import ClassifierConfig, ContrastiveConfig, CurateConfig
 from ballast.records import Record, Source
 from ballast.seeds import load_seeds, split_heldout
 
@@ -43,10 +44,18 @@ def load_devset(path: Path) -> list[Record]:
     records = []
     for line in path.read_text().splitlines():
         row = json.loads(line)
-        records.append(Record(instruction=row["instruction"], input=row["input"], output=row["output"],
-                              source=Source.imported, audience=row["audience"], rules=row["rules"],
-                              slice=row["slice"], meta={"ref": row["ref"], "label": row["label"],
-                                                        "duplicate_of": row["duplicate_of"] or ""}))
+        records.append(
+            Record(
+                instruction=row["instruction"],
+                input=row["input"],
+                output=row["output"],
+                source=Source.imported,
+                audience=row["audience"],
+                rules=row["rules"],
+                slice=row["slice"],
+                meta={"ref": row["ref"], "label": row["label"], "duplicate_of": row["duplicate_of"] or ""},
+            )
+        )
     return records
 
 
@@ -70,10 +79,16 @@ def duplicate_rows(dev: list[Record]) -> list[str]:
     """Each duplicate filter alone, then all three in the curation's order, over the devset in file order
     (originals come before their copies). A hit names the right original."""
     cfg = CurateConfig()
-    steps = {"exact": lambda: [ExactDuplicate()], "minhash": lambda: [MinHashDuplicate(cfg.minhash)],
-             "rouge novelty (instructions)": lambda: [Novelty(cfg.rouge_threshold)],
-             "exact + minhash + novelty": lambda: [ExactDuplicate(), MinHashDuplicate(cfg.minhash),
-                                                   Novelty(cfg.rouge_threshold)]}
+    steps = {
+        "exact": lambda: [ExactDuplicate()],
+        "minhash": lambda: [MinHashDuplicate(cfg.minhash)],
+        "rouge novelty (instructions)": lambda: [Novelty(cfg.rouge_threshold)],
+        "exact + minhash + novelty": lambda: [
+            ExactDuplicate(),
+            MinHashDuplicate(cfg.minhash),
+            Novelty(cfg.rouge_threshold),
+        ],
+    }
     members = sum(r.meta["label"] == "near_duplicate" for r in dev)
     rows = []
     for name, make in steps.items():
@@ -93,8 +108,10 @@ def rule_table(dev: list[Record], methods: dict[str, Callable[[Record], tuple[bo
     for r in dev:
         for rule_id in r.rules:
             by_rule[rule_id].append(r)
-    head = ["| rule | n | " + " | ".join(f"{m} flagged (named)" for m in methods) + " |",
-            "| --- | ---: | " + " | ".join("---:" for _ in methods) + " |"]
+    head = [
+        "| rule | n | " + " | ".join(f"{m} flagged (named)" for m in methods) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in methods) + " |",
+    ]
     rows = []
     for rule_id in sorted(by_rule, key=lambda x: (x[0], int(x[1:]))):
         cells = []
@@ -108,8 +125,10 @@ def rule_table(dev: list[Record], methods: dict[str, Callable[[Record], tuple[bo
 
 
 def threshold_sweep(dev: list[Record], verdicts: dict[str, Verdict], rules_flag: dict[str, bool]) -> list[str]:
-    rows = ["| threshold | classifier P | classifier R | combined P | combined R | false alarms (combined) |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = [
+        "| threshold | classifier P | classifier R | combined P | combined R | false alarms (combined) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     positives = [r for r in dev if r.meta["label"] == "violation"]
     clean = [r for r in dev if not r.rules]
     for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99):
@@ -135,28 +154,33 @@ def main() -> None:
     train, heldout = split.train, split.heldout
     dev = load_devset(args.devset)
     checker = PolicyChecker(policy)
-    findings: dict[str, list[Finding]] = {r.id: checker.check(r.instruction, r.input, r.output, r.audience)
-                                         for r in dev}
+    findings: dict[str, list[Finding]] = {
+        r.id: checker.check(r.instruction, r.input, r.output, r.audience) for r in dev
+    }
 
     dup_rows = duplicate_rows(dev)  # first: the filters' progress bars would break the table
     start = time.perf_counter()
     verdicts: dict[bool, dict[str, Verdict]] = {}
     heldout_rows = []
     heldout_flagged = [bool(checker.check(r.instruction, r.input, r.output, r.audience)) for r in heldout]
+    negatives = contrastive_negatives(train, policy, ContrastiveConfig())[0]
     for rule_features in (True, False):  # with the rule findings as features, and on embeddings alone
-        clf = fit_from_seeds(policy, train, ClassifierConfig(rule_features=rule_features))
+        clf = fit_from_seeds(policy, train, negatives, ClassifierConfig(rule_features=rule_features))
         fitted = time.perf_counter()
         verdicts[rule_features] = dict(zip((r.id for r in dev), clf.predict(dev), strict=True))
         seeds, negatives = clf.trained_on
-        print(f"classifier (rule features {rule_features}): {seeds} training seeds + {negatives} "
-              f"contrastive negatives, fitted in {fitted - start:.0f} s, devset scored in "
-              f"{time.perf_counter() - fitted:.0f} s; threshold {args.threshold}")
+        print(
+            f"classifier (rule features {rule_features}): {seeds} training seeds + {negatives} "
+            f"contrastive negatives, fitted in {fitted - start:.0f} s, devset scored in "
+            f"{time.perf_counter() - fitted:.0f} s; threshold {args.threshold}"
+        )
         alarms = [v.p_violation >= args.threshold for v in clf.predict(heldout)]
         name = "" if rule_features else ", embeddings only"
-        heldout_rows += [f"| classifier{name} | held-out seeds (false alarm rate) | | "
-                         f"{_ratio(sum(alarms), len(heldout))} |",
-                         f"| combined{name} | held-out seeds (false alarm rate) | | "
-                         f"{_ratio(sum(a or b for a, b in zip(alarms, heldout_flagged)), len(heldout))} |"]
+        heldout_rows += [
+            f"| classifier{name} | held-out seeds (false alarm rate) | | {_ratio(sum(alarms), len(heldout))} |",
+            f"| combined{name} | held-out seeds (false alarm rate) | | "
+            f"{_ratio(sum(a or b for a, b in zip(alarms, heldout_flagged)), len(heldout))} |",
+        ]
         start = time.perf_counter()
 
     def by_rules(r: Record) -> tuple[bool, set[str]]:
@@ -166,17 +190,23 @@ def main() -> None:
         def flag(r: Record) -> tuple[bool, set[str]]:
             v = verdicts[rule_features][r.id]
             return v.p_violation >= args.threshold, {rule_id for rule_id, _ in v.rules}
+
         return flag
 
     def combined(classifier: Callable[[Record], tuple[bool, set[str]]]) -> Callable[[Record], tuple[bool, set[str]]]:
         def flag(r: Record) -> tuple[bool, set[str]]:
             (a, ra), (b, rb) = by_rules(r), classifier(r)
             return a or b, (ra if a else set()) | (rb if b else set())
+
         return flag
 
-    methods = {"rules": by_rules, "classifier": by_classifier(True), "combined": combined(by_classifier(True)),
-               "classifier, embeddings only": by_classifier(False),
-               "combined, embeddings only": combined(by_classifier(False))}
+    methods = {
+        "rules": by_rules,
+        "classifier": by_classifier(True),
+        "combined": combined(by_classifier(True)),
+        "classifier, embeddings only": by_classifier(False),
+        "combined, embeddings only": combined(by_classifier(False)),
+    }
     print(f"\n{args.devset.name} ({len(dev)} records): precision and recall per label\n")
     print("| method | label | precision | recall |\n| --- | --- | ---: | ---: |")
     for name, method in methods.items():
@@ -184,8 +214,10 @@ def main() -> None:
     print("\n".join(dup_rows))
     print(f"| rules | held-out seeds (false alarm rate) | | {_ratio(sum(heldout_flagged), len(heldout))} |")
     print("\n".join(heldout_rows))
-    print("\nRecall per rule id over the records that break it: flagged at all (flagged naming that rule; "
-          "the classifier names its top 3)\n")
+    print(
+        "\nRecall per rule id over the records that break it: flagged at all (flagged naming that rule; "
+        "the classifier names its top 3)\n"
+    )
     print("\n".join(rule_table(dev, methods)))
     print("\nClassifier threshold sweep on the `violation` label (chosen from this table: tuned on the devset)\n")
     for rule_features, name in ((True, "with rule features"), (False, "embeddings only")):

@@ -31,14 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ballast.backends.base import Decoding, call_seed
+from ballast.backends.cache import CachedGenerator
+from ballast.backends.calls import CallLog, generate_all
 from ballast.backends.llamacpp import LlamaCppBackend
+from ballast.backends.models import resolve
 from ballast.backends.openai_http import OpenAIBackend
-from ballast.cache import CachedGenerator
-from ballast.generate.calls import CallLog, generate_all
-from ballast.models import resolve
-from ballast.policy import load_policy
-from ballast.prompts import record_messages
+from ballast.policy.schema import load_policy
 from ballast.seeds import load_seeds, split_heldout
+from ballast.templates.prompts import record_messages
 
 MODEL = "smollm2-135m-instruct"
 
@@ -65,8 +65,13 @@ def raw_in_process(backend: LlamaCppBackend, prompts, decoding) -> tuple[int, fl
     start = time.perf_counter()
     for prompt in prompts:
         text = backend.render(prompt)
-        out = llm.create_completion(text, max_tokens=decoding.max_tokens, temperature=decoding.temperature,
-                                    top_p=decoding.top_p, seed=call_seed(text, decoding.seed))
+        out = llm.create_completion(
+            text,
+            max_tokens=decoding.max_tokens,
+            temperature=decoding.temperature,
+            top_p=decoding.top_p,
+            seed=call_seed(text, decoding.seed),
+        )
         tokens += out["usage"]["completion_tokens"]
     return tokens, time.perf_counter() - start, 0
 
@@ -75,12 +80,20 @@ async def _raw_server(base_url: str, model: str, prompts, decoding, concurrency:
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+
         async def one(messages) -> int:
-            body = {"model": model, "messages": list(messages), "temperature": decoding.temperature,
-                    "top_p": decoding.top_p, "max_tokens": decoding.max_tokens, "seed": decoding.seed}
+            body = {
+                "model": model,
+                "messages": list(messages),
+                "temperature": decoding.temperature,
+                "top_p": decoding.top_p,
+                "max_tokens": decoding.max_tokens,
+                "seed": decoding.seed,
+            }
             async with gate:
                 resp = await client.post(f"{base_url}/chat/completions", json=body)
             return resp.json()["usage"]["completion_tokens"] if resp.status_code == 200 else -1
+
         counts = await asyncio.gather(*(one(p) for p in prompts))
     return sum(c for c in counts if c > 0), sum(c < 0 for c in counts)
 
@@ -97,7 +110,7 @@ def compare(label: str, prompts, chunk: int, raw, ours, reps: int) -> dict:
     totals = {"raw": [0, 0.0, 0], "ballast": [0, 0.0, 0]}
     for rep in range(reps):
         for start in range(0, len(prompts), chunk):
-            part = prompts[start:start + chunk]
+            part = prompts[start : start + chunk]
             sides = [("raw", raw), ("ballast", ours)]
             # Flip per chunk and per pass: each chunk runs raw-first in one pass and ballast-first in the next.
             for side, fn in sides if (start // chunk + rep) % 2 == 0 else sides[::-1]:
@@ -107,12 +120,21 @@ def compare(label: str, prompts, chunk: int, raw, ours, reps: int) -> dict:
                 totals[side][2] += failed
     raw_rate = totals["raw"][0] / totals["raw"][1]
     our_rate = totals["ballast"][0] / totals["ballast"][1]
-    row = {"label": label, "raw_tok_s": raw_rate, "ballast_tok_s": our_rate, "ratio": our_rate / raw_rate,
-           "raw_tokens": totals["raw"][0], "ballast_tokens": totals["ballast"][0],
-           "failed": totals["raw"][2] + totals["ballast"][2]}
-    print(f"{label:<28} raw {raw_rate:7.1f} tok/s   ballast {our_rate:7.1f} tok/s   ratio {row['ratio']:.3f}   "
-          f"(tokens {row['raw_tokens']} / {row['ballast_tokens']}, failures {row['failed']}, "
-          f"load {os.getloadavg()[0]:.2f})", flush=True)
+    row = {
+        "label": label,
+        "raw_tok_s": raw_rate,
+        "ballast_tok_s": our_rate,
+        "ratio": our_rate / raw_rate,
+        "raw_tokens": totals["raw"][0],
+        "ballast_tokens": totals["ballast"][0],
+        "failed": totals["raw"][2] + totals["ballast"][2],
+    }
+    print(
+        f"{label:<28} raw {raw_rate:7.1f} tok/s   ballast {our_rate:7.1f} tok/s   ratio {row['ratio']:.3f}   "
+        f"(tokens {row['raw_tokens']} / {row['ballast_tokens']}, failures {row['failed']}, "
+        f"load {os.getloadavg()[0]:.2f})",
+        flush=True,
+    )
     return row
 
 
@@ -123,9 +145,27 @@ def start_server(threads: int) -> tuple[subprocess.Popen, str, Path]:
         port = s.getsockname()[1]
     log = Path(tempfile.mkdtemp()) / "server.log"
     with open(log, "w") as out:  # a file, not a pipe: a full pipe would stall the server
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias",
-                                 "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                                 "--n_threads", str(threads)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(path),
+                "--model_alias",
+                "smollm2",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                str(threads),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     while True:
@@ -157,26 +197,42 @@ def main() -> None:
 
     prompts = prompts_from_seeds(args.prompts)
     decoding = Decoding(temperature=0.7, top_p=0.9, max_tokens=args.max_tokens, seed=0)
-    print(f"{len(prompts)} prompts x {args.max_tokens} max tokens, {args.reps} repetitions per side, "
-          f"{args.threads} threads, load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"{len(prompts)} prompts x {args.max_tokens} max tokens, {args.reps} repetitions per side, "
+        f"{args.threads} threads, load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         backend = LlamaCppBackend(MODEL, n_threads=args.threads)
         backend.generate(prompts[:1], Decoding(max_tokens=4))  # load the model outside the timing
-        rows.append(compare("llama.cpp in process", prompts, args.chunk,
-                            lambda part, tag: raw_in_process(backend, part, decoding),
-                            lambda part, tag: ballast_run(backend, part, decoding, work, f"inproc-{tag}"), args.reps))
+        rows.append(
+            compare(
+                "llama.cpp in process",
+                prompts,
+                args.chunk,
+                lambda part, tag: raw_in_process(backend, part, decoding),
+                lambda part, tag: ballast_run(backend, part, decoding, work, f"inproc-{tag}"),
+                args.reps,
+            )
+        )
         if not args.no_server:
             proc, base, _ = start_server(args.threads)
             try:
                 raw_server(base, "smollm2", prompts[:1], Decoding(max_tokens=4), 1)  # warm the server
                 for c in args.concurrency:
                     server = OpenAIBackend(base, "smollm2", concurrency=c, timeout_s=600)
-                    rows.append(compare(f"llama.cpp server, c={c}", prompts, max(args.chunk, c),
-                                        lambda part, tag, c=c: raw_server(base, "smollm2", part, decoding, c),
-                                        lambda part, tag, c=c, s=server: ballast_run(s, part, decoding, work,
-                                                                                     f"server{c}-{tag}"), args.reps))
+                    rows.append(
+                        compare(
+                            f"llama.cpp server, c={c}",
+                            prompts,
+                            max(args.chunk, c),
+                            lambda part, tag, c=c: raw_server(base, "smollm2", part, decoding, c),
+                            lambda part, tag, c=c, s=server: ballast_run(s, part, decoding, work, f"server{c}-{tag}"),
+                            args.reps,
+                        )
+                    )
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)

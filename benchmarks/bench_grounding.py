@@ -23,12 +23,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ballast.backends.base import Decoding
+from ballast.backends.cache import CachedGenerator
 from ballast.backends.llamacpp import LlamaCppBackend
-from ballast.cache import CachedGenerator
 from ballast.generate.grounding import PolicyGrounding
 from ballast.generate.responses import Responder
-from ballast.policy import load_policy
-from ballast.policy_checks import PolicyChecker
+from ballast.policy.checks import PolicyChecker
+from ballast.policy.schema import load_policy
 from ballast.recipe import GroundingConfig
 from ballast.seeds import load_seeds, split_heldout
 
@@ -81,12 +81,17 @@ def main() -> None:
     grounding = PolicyGrounding(policy, split.train, GroundingConfig())
     pairs = [(r.instruction, r.input) for r in heldout]
     checker = PolicyChecker(policy)
-    print(f"{len(heldout)} held-out prompts of {len(split.heldout)}; {len(split.train)} training seeds for examples; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"{len(heldout)} held-out prompts of {len(split.heldout)}; {len(split.train)} training seeds for examples; "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
     results = {}
-    for mode, responder in (("plain", Responder(weak, decoding, policy.company)),
-                            ("grounded", Responder(weak, decoding, policy.company, grounding=grounding))):
+    for mode, responder in (
+        ("plain", Responder(weak, decoding, policy.company)),
+        ("grounded", Responder(weak, decoding, policy.company, grounding=grounding)),
+    ):
         start = time.perf_counter()
         answers = responder.answer(pairs, label="held-out answers")
         seconds = time.perf_counter() - start
@@ -103,13 +108,21 @@ def main() -> None:
             per_slice[r.slice].append(bool(findings))
             per_rule.update({f.rule_id for f in findings})
         low, high = bootstrap_ci(flags)
-        results[mode] = {"n": len(flags), "failed_calls": errors, "failure_rate": sum(flags) / len(flags),
-                         "ci95": [low, high], "seconds": round(seconds, 1),
-                         "per_rule": dict(per_rule.most_common()),
-                         "per_slice": {k: sum(v) / len(v) for k, v in sorted(per_slice.items())},
-                         "flags": flags}
-        print(f"{mode:>8}: {sum(flags)}/{len(flags)} answers with a policy finding = {sum(flags) / len(flags):.3f} "
-              f"(95% CI {low:.3f}-{high:.3f}); {errors} failed calls; {seconds:.0f} s", flush=True)
+        results[mode] = {
+            "n": len(flags),
+            "failed_calls": errors,
+            "failure_rate": sum(flags) / len(flags),
+            "ci95": [low, high],
+            "seconds": round(seconds, 1),
+            "per_rule": dict(per_rule.most_common()),
+            "per_slice": {k: sum(v) / len(v) for k, v in sorted(per_slice.items())},
+            "flags": flags,
+        }
+        print(
+            f"{mode:>8}: {sum(flags)}/{len(flags)} answers with a policy finding = {sum(flags) / len(flags):.3f} "
+            f"(95% CI {low:.3f}-{high:.3f}); {errors} failed calls; {seconds:.0f} s",
+            flush=True,
+        )
 
     plain, grounded = results["plain"]["flags"], results["grounded"]["flags"]
     if len(plain) == len(grounded):
@@ -119,12 +132,16 @@ def main() -> None:
     print("\nfindings per rule (answers with at least one):")
     rules = sorted(set(results["plain"]["per_rule"]) | set(results["grounded"]["per_rule"]))
     for rid in rules:
-        print(f"  {rid:>4}: plain {results['plain']['per_rule'].get(rid, 0):3d}   "
-              f"grounded {results['grounded']['per_rule'].get(rid, 0):3d}")
+        print(
+            f"  {rid:>4}: plain {results['plain']['per_rule'].get(rid, 0):3d}   "
+            f"grounded {results['grounded']['per_rule'].get(rid, 0):3d}"
+        )
     print("\nfailure rate per slice:")
     for s in results["plain"]["per_slice"]:
-        print(f"  {s:>11}: plain {results['plain']['per_slice'][s]:.2f}   "
-              f"grounded {results['grounded']['per_slice'].get(s, float('nan')):.2f}")
+        print(
+            f"  {s:>11}: plain {results['plain']['per_slice'][s]:.2f}   "
+            f"grounded {results['grounded']['per_slice'].get(s, float('nan')):.2f}"
+        )
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
 

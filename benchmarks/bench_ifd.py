@@ -1,10 +1,10 @@
-"""IFD scoring throughput: ballast.quality against the reference approach, on the same records and model in one run.
+"""IFD scoring throughput: ballast.score.ifd against the reference approach, on the same records and model in one run.
 
 The reference is Superfiltering's scoring code (data_analysis.py, after Cherry LLM): one example at a time through
 a GPT-2 style causal LM, `model(input_ids, labels=labels)` computing full-vocabulary logits at every position, the
 loss taken over the response span, whose first token is found by tokenising the text before `rfind(response)`.
 Its prompt texts are ballast's (the weak model's chat template; the instruction-free prefix is the bare assistant
-header, see ballast.quality), so the two methods must agree to 1e-4 and only the computation differs.
+header, see ballast.score.ifd), so the two methods must agree to 1e-4 and only the computation differs.
 
 The FLOP ratio ceiling is the speed-up the work saved allows if both methods ran their matmuls equally fast: ballast
 skips the output layer at prompt positions, nothing else; both use float32, as the 1e-4 tolerance requires.
@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig
 
-from ballast.policy import load_policy
-from ballast.prompts import record_messages
-from ballast.quality import QualityScorer, ScoringInput, generation_header
+from ballast.policy.schema import load_policy
 from ballast.records import Record
+from ballast.score.ifd import QualityScorer, ScoringInput, generation_header
 from ballast.seeds import load_seeds, split_heldout
+from ballast.templates.prompts import record_messages
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "harbor-support"
 TARGET_RATIO, TOLERANCE = 3.0, 1e-4
@@ -47,7 +47,7 @@ def forward_flops(config: PretrainedConfig, length: int, head_positions: int) ->
 
 
 def flop_counts(config: PretrainedConfig, items: list[ScoringInput]) -> tuple[int, int]:
-    """FLOPs of the reference (output layer at every position) and of ballast.quality (output layer at response
+    """FLOPs of the reference (output layer at every position) and of ballast.score.ifd (output layer at response
     positions) over both passes of `items`."""
     reference = ours = 0
     for prefix in ("prompt", "alone"):
@@ -76,8 +76,9 @@ def reference_scores(scorer: QualityScorer, records: list[Record], max_length: i
     alone = generation_header(tokenizer)
     out = []
     for record in records:
-        prompt = tokenizer.apply_chat_template(record_messages(record, scorer.company, with_response=False),
-                                               tokenize=False, add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            record_messages(record, scorer.company, with_response=False), tokenize=False, add_generation_prompt=True
+        )
         cond = reference_loss(model, tokenizer, prompt + record.output, record.output, max_length)
         uncond = reference_loss(model, tokenizer, alone + record.output, record.output, max_length)
         out.append(math.exp(cond) / math.exp(uncond))
@@ -100,11 +101,15 @@ def main() -> None:
     scorer = QualityScorer(policy.company, batch_size=args.batch_size, max_len=args.max_len)
     items = [scorer.prepare(r) for r in records]
     tokens = sum(len(i.prompt) + len(i.alone) + 2 * len(i.response) for i in items)
-    print(f"model {scorer.model.name} (float32, {scorer.lm.device}, {torch.get_num_threads()} threads); "
-          f"{len(records)} records, {tokens} tokens in both passes")
+    print(
+        f"model {scorer.model.name} (float32, {scorer.lm.device}, {torch.get_num_threads()} threads); "
+        f"{len(records)} records, {tokens} tokens in both passes"
+    )
     reference_flops, ours_flops = flop_counts(scorer.lm.config, items)
-    print(f"FLOP ratio ceiling: {reference_flops / ours_flops:.2f}x (reference {reference_flops / 1e12:.1f} TFLOP, "
-          f"ballast.quality {ours_flops / 1e12:.1f} TFLOP)")
+    print(
+        f"FLOP ratio ceiling: {reference_flops / ours_flops:.2f}x (reference {reference_flops / 1e12:.1f} TFLOP, "
+        f"ballast.score.ifd {ours_flops / 1e12:.1f} TFLOP)"
+    )
 
     # Warm-up: first calls allocate and pick kernels.
     reference_scores(scorer, records[:2], args.max_len)
@@ -119,14 +124,18 @@ def main() -> None:
     summary = scorer.score(ours_records)
     ours_s = time.perf_counter() - start
     if summary.scored != len(records):
-        raise SystemExit(f"ballast.quality scored {summary.scored} of {len(records)} records: {summary}")
+        raise SystemExit(f"ballast.score.ifd scored {summary.scored} of {len(records)} records: {summary}")
 
     diff = max(abs(r.scores["ifd"] - ref) for r, ref in zip(ours_records, reference, strict=True))
     ratio = reference_s / ours_s
-    print(f"reference (per example, full logits): {len(records) / reference_s:8.2f} records/s  ({reference_s:.1f} s, "
-          f"{reference_flops / reference_s / 1e9:.0f} GFLOP/s)")
-    print(f"ballast.quality (batched, response-only head): {len(records) / ours_s:8.2f} records/s  "
-          f"({ours_s:.1f} s, {ours_flops / ours_s / 1e9:.0f} GFLOP/s)")
+    print(
+        f"reference (per example, full logits): {len(records) / reference_s:8.2f} records/s  ({reference_s:.1f} s, "
+        f"{reference_flops / reference_s / 1e9:.0f} GFLOP/s)"
+    )
+    print(
+        f"ballast.score.ifd (batched, response-only head): {len(records) / ours_s:8.2f} records/s  "
+        f"({ours_s:.1f} s, {ours_flops / ours_s / 1e9:.0f} GFLOP/s)"
+    )
     print(f"speed-up: {ratio:.2f}x (target >= {TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
     print(f"max |IFD difference|: {diff:.2e} (limit {TOLERANCE:g}: {'met' if diff <= TOLERANCE else 'NOT met'})")
 

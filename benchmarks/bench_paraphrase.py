@@ -29,7 +29,7 @@ from ballast.backends.minilm import MiniLMEmbedder
 from ballast.backends.static import StaticEmbedder
 from ballast.curate.dedup import MinHashDuplicate, SemanticDuplicate
 from ballast.curate.filters import ExactDuplicate, Novelty, curation_filters
-from ballast.policy import load_policy
+from ballast.policy.schema import load_policy
 from ballast.recipe import MinHashConfig, SemanticConfig, load_recipe
 from ballast.records import Record, Source
 from ballast.seeds import load_seeds
@@ -90,13 +90,20 @@ def score(pairs: list[dict], drops: list[bool]) -> dict:
     tp = sum(d and p["duplicate"] for p, d in zip(pairs, drops))
     fp = sum(d and not p["duplicate"] for p, d in zip(pairs, drops))
     dups = sum(p["duplicate"] for p in pairs)
-    return {"tp": tp, "fp": fp, "dups": dups, "recall": tp / dups if dups else 0.0,
-            "precision": tp / (tp + fp) if tp + fp else 1.0}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "dups": dups,
+        "recall": tp / dups if dups else 0.0,
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+    }
 
 
 def fmt(s: dict) -> str:
-    return (f"recall {s['recall']:.3f} ({s['tp']}/{s['dups']})  "
-            f"precision {s['precision']:.3f} ({s['tp']}/{s['tp'] + s['fp']})")
+    return (
+        f"recall {s['recall']:.3f} ({s['tp']}/{s['dups']})  "
+        f"precision {s['precision']:.3f} ({s['tp']}/{s['tp'] + s['fp']})"
+    )
 
 
 def meets(s: dict) -> bool:
@@ -119,13 +126,17 @@ def main() -> int:
     args = ap.parse_args()
 
     pairs = load_pairs()
-    splits = {"tune": [p for p in pairs if not is_blind(p["pair_id"])],
-              "blind": [p for p in pairs if is_blind(p["pair_id"])]}
+    splits = {
+        "tune": [p for p in pairs if not is_blind(p["pair_id"])],
+        "blind": [p for p in pairs if is_blind(p["pair_id"])],
+    }
     print(f"{len(pairs)} pairs from {PAIRS.relative_to(ROOT)}")
     for name, ps in splits.items():
         kinds = Counter((p["duplicate"], p["kind"]) for p in ps)
-        print(f"  {name}: {sum(p['duplicate'] for p in ps)} duplicate, {sum(not p['duplicate'] for p in ps)} "
-              f"look-alike; " + ", ".join(f"{'dup' if d else 'neg'}:{k} {n}" for (d, k), n in sorted(kinds.items())))
+        print(
+            f"  {name}: {sum(p['duplicate'] for p in ps)} duplicate, {sum(not p['duplicate'] for p in ps)} "
+            f"look-alike; " + ", ".join(f"{'dup' if d else 'neg'}:{k} {n}" for (d, k), n in sorted(kinds.items()))
+        )
 
     def evaluate(make_filters) -> dict[str, dict]:
         return {name: score(ps, [b_dropped(p, make_filters) for p in ps]) for name, ps in splits.items()}
@@ -142,6 +153,7 @@ def main() -> int:
     for ename, emb in embedders.items():
         for guard in (False, True):
             label = f"semantic {ename}" + (" + same_numbers" if guard else "")
+
             def semantic(t: float, guard: bool = guard, emb: MemoEmbedder = emb) -> list:
                 return [SemanticDuplicate(SemanticConfig(enabled=True, threshold=t, same_numbers=guard), embedder=emb)]
 
@@ -150,8 +162,10 @@ def main() -> int:
             print("  thr   tune recall/prec (tp/fp)      blind recall/prec (tp/fp)")
             for t, s in sweep.items():
                 tu, bl = s["tune"], s["blind"]
-                print(f"  {t:.2f}  {tu['recall']:.3f}/{tu['precision']:.3f} ({tu['tp']}/{tu['fp']})"
-                      f"          {bl['recall']:.3f}/{bl['precision']:.3f} ({bl['tp']}/{bl['fp']})")
+                print(
+                    f"  {t:.2f}  {tu['recall']:.3f}/{tu['precision']:.3f} ({tu['tp']}/{tu['fp']})"
+                    f"          {bl['recall']:.3f}/{bl['precision']:.3f} ({bl['tp']}/{bl['fp']})"
+                )
             best = choose({t: s["tune"] for t, s in sweep.items()})
             chosen[label] = best
             rows.append((f"{label} {best:.2f} (chosen on tune)", sweep[best]))
@@ -160,14 +174,22 @@ def main() -> int:
     # What the demo recipe runs: its curate section's duplicate stages, in curation's order.
     cfg = load_recipe(RECIPE).curate
     shared = embedders["static"] if (cfg.semantic.pca_dims, cfg.semantic.max_tokens) == (256, 256) else None
-    recipe_filters = lambda: recipe_dedup(cfg, shared)
+
+    def recipe_filters() -> list:
+        return recipe_dedup(cfg, shared)
+
     sem = cfg.semantic
-    label = (f"recipe.yaml dedup (semantic {'on' if sem.enabled else 'off'}, threshold {sem.threshold:g}, "
-             f"same_numbers {sem.same_numbers})")
+    label = (
+        f"recipe.yaml dedup (semantic {'on' if sem.enabled else 'off'}, threshold {sem.threshold:g}, "
+        f"same_numbers {sem.same_numbers})"
+    )
     rows.append((label, evaluate(recipe_filters)))
+
     # Self-Instruct's novelty rule judges the instruction alone ("Draft a reply." is every reply task's), so it
     # drops look-alikes by design: a diversity rule, not a duplicate test. The duplicate stages without it:
-    dup_only = lambda: [f for f in recipe_filters() if f.name != "rouge_novelty"]
+    def dup_only() -> list:
+        return [f for f in recipe_filters() if f.name != "rouge_novelty"]
+
     rows.append(("recipe.yaml duplicate stages without rouge_novelty", evaluate(dup_only)))
 
     print(f"\n{'method':<70} {'tune':<48} blind")

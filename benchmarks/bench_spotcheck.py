@@ -24,9 +24,10 @@ from pathlib import Path
 
 from scipy.stats import binomtest
 
+from ballast.curate.stage import curate
+from ballast.generate.contrastive import contrastive_negatives
 from ballast.labels import Label, load_labels
-from ballast.pipeline import curate
-from ballast.policy import load_policy
+from ballast.policy.schema import load_policy
 from ballast.pool_build import load_pool
 from ballast.recipe import load_recipe
 from ballast.records import Record
@@ -51,19 +52,30 @@ def kept_without_classifier(record: Record) -> bool:
 def report(split: str, records: list[Record], labels: dict[str, Label]) -> list[str]:
     usable = [r for r in records if labels[r.id].usable]
     bad = [r for r in records if not labels[r.id].usable]
-    out = [f"### {split}: {len(records)} labelled records, {len(usable)} usable", "",
-           "| classifier threshold | kept | yield (usable kept) | contamination (bad among kept) |",
-           "| ---: | ---: | --- | --- |"]
+    out = [
+        f"### {split}: {len(records)} labelled records, {len(usable)} usable",
+        "",
+        "| classifier threshold | kept | yield (usable kept) | contamination (bad among kept) |",
+        "| ---: | ---: | --- | --- |",
+    ]
     for t in THRESHOLDS:
+
         def kept(r: Record, t: float | None = t) -> bool:
             p = r.scores.get("p_violation")
             return kept_without_classifier(r) and (t is None or p is None or p < t)
 
         k = [r for r in records if kept(r)]
-        out.append(f"| {'off' if t is None else t} | {len(k)} | {wilson(sum(kept(r) for r in usable), len(usable))} "
-                   f"| {wilson(sum(1 for r in k if r in bad), len(k))} |")
-    out += ["", "Dropped by curation without the classifier, per labelled problem and rule:", "",
-            "| problem or rule | records | dropped |", "| --- | ---: | --- |"]
+        out.append(
+            f"| {'off' if t is None else t} | {len(k)} | {wilson(sum(kept(r) for r in usable), len(usable))} "
+            f"| {wilson(sum(1 for r in k if r in bad), len(k))} |"
+        )
+    out += [
+        "",
+        "Dropped by curation without the classifier, per labelled problem and rule:",
+        "",
+        "| problem or rule | records | dropped |",
+        "| --- | ---: | --- |",
+    ]
     groups: dict[str, list[Record]] = defaultdict(list)
     for r in bad:
         for kind in labels[r.id].problems:
@@ -72,7 +84,8 @@ def report(split: str, records: list[Record], labels: dict[str, Label]) -> list[
             groups[f"rule {rule}"].append(r)
     for name in sorted(groups, key=lambda g: (g.startswith("rule"), g)):
         members = groups[name]
-        out.append(f"| {name} | {len(members)} | {wilson(sum(not kept_without_classifier(r) for r in members), len(members))} |")
+        dropped = sum(not kept_without_classifier(r) for r in members)
+        out.append(f"| {name} | {len(members)} | {wilson(dropped, len(members))} |")
     return out + [""]
 
 
@@ -91,11 +104,14 @@ def main() -> None:
     if missing:
         raise SystemExit(f"{len(missing)} labelled ids are not in the shipped pool, e.g. {sorted(missing)[:3]}")
     start = time.perf_counter()
-    curated = curate(pool, split.train, recipe, policy)
-    print(f"curated {len(pool)} pool records in {time.perf_counter() - start:.0f} s; "
-          f"{sum(r.kept for r in curated)} kept at threshold 0.999\n")
+    negatives = contrastive_negatives(split.train, policy, recipe.generate.contrastive)[0]
+    curated = curate(pool, split.train, recipe.curate, policy, negatives)
+    print(
+        f"curated {len(pool)} pool records in {time.perf_counter() - start:.0f} s; "
+        f"{sum(r.kept for r in curated)} kept at threshold 0.999\n"
+    )
     labelled = [r for r in curated if r.id in labels]
-    for name in (("tune", "blind") if args.split == "both" else (args.split,)):
+    for name in ("tune", "blind") if args.split == "both" else (args.split,):
         print("\n".join(report(name, [r for r in labelled if labels[r.id].split == name], labels)))
 
 

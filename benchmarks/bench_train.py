@@ -32,10 +32,11 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from ballast.backends.transformers_hf import load_causal_lm
-from ballast.policy import load_policy
+from ballast.policy.schema import load_policy
+from ballast.recipe import TrainConfig
 from ballast.records import Record
 from ballast.seeds import load_seeds, split_heldout
-from ballast.train import TrainConfig, build_trainer, lora_config, sft_dataset
+from ballast.train import build_trainer, lora_config, sft_dataset
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "harbor-support"
 
@@ -71,15 +72,23 @@ def timed_train(trainer: SFTTrainer, steps: int) -> tuple[int, float, list[int]]
     return sum(counter.tokens[1 : steps + 1]), clock.ends[-1] - clock.ends[0], counter.tokens[: steps + 1]
 
 
-def trl_default(records: list[Record], company: str, cfg: TrainConfig, out: Path) -> SFTTrainer:
-    model, tokenizer, _ = load_causal_lm(cfg.base, training=True)
+def trl_default(records: list[Record], company: str, cfg: TrainConfig, out: Path, base: str) -> SFTTrainer:
+    model, tokenizer, _ = load_causal_lm(base, training=True)
     dataset = sft_dataset(records, company).remove_columns("weight")
     # use_cpu: without a GPU, TrainingArguments refuses its default bf16 unless told the CPU is meant.
-    args = SFTConfig(output_dir=str(out), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps,
-                     max_length=cfg.max_seq_len, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
-                     use_cpu=not torch.cuda.is_available())
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=lora_config(cfg))
+    args = SFTConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=cfg.batch_size,
+        max_steps=cfg.max_steps,
+        max_length=cfg.max_seq_len,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+    )
+    return SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(cfg)
+    )
 
 
 def main() -> None:
@@ -91,18 +100,28 @@ def main() -> None:
 
     policy = load_policy(EXAMPLE / "policy.yaml")
     train = split_heldout(load_seeds(EXAMPLE / "seeds.jsonl", policy), 0.25, salt="heldout:13").train
-    cfg = TrainConfig(max_steps=opts.steps + 1, batch_size=opts.batch_size, grad_accumulation=1,
-                      max_seq_len=opts.max_len, seed=13, logging_steps=opts.steps + 1)
-    print(f"{len(train)} training seeds; {opts.steps} timed steps (+1 warm-up) of {opts.batch_size} records, "
-          f"max length {opts.max_len}; LoRA r={cfg.lora_r} on {', '.join(cfg.target_modules)}")
+    cfg = TrainConfig(
+        max_steps=opts.steps + 1,
+        batch_size=opts.batch_size,
+        grad_accumulation=1,
+        max_seq_len=opts.max_len,
+        seed=13,
+        logging_steps=opts.steps + 1,
+    )
+    print(
+        f"{len(train)} training seeds; {opts.steps} timed steps (+1 warm-up) of {opts.batch_size} records, "
+        f"max length {opts.max_len}; LoRA r={cfg.lora_r} on {', '.join(cfg.target_modules)}"
+    )
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in (("TRL SFTTrainer, defaults", trl_default), ("ballast train_lora", build_trainer)):
-            trainer = make(train, policy.company, cfg, Path(tmp) / name.split()[0])
+            trainer = make(train, policy.company, cfg, Path(tmp) / name.split()[0], "gemma3-270m")
             tokens, seconds, batches = timed_train(trainer, opts.steps)
             rates[name] = tokens / seconds
-            print(f"{name:26s} {tokens:6d} tokens in {seconds:6.1f} s = {rates[name]:7.1f} tokens/s "
-                  f"(batches' tokens: {batches})")
+            print(
+                f"{name:26s} {tokens:6d} tokens in {seconds:6.1f} s = {rates[name]:7.1f} tokens/s "
+                f"(batches' tokens: {batches})"
+            )
             del trainer
     trl, ours = rates.values()
     print(f"ballast / TRL defaults: {ours / trl:.2f}x")

@@ -63,47 +63,138 @@ was charged twice for|asks about a price drop on|wants to know when we restock|r
 asks if we can collect|received only half of|complains about the noise from|asks about care for|
 says the colour faded on|lost the receipt for|wants to gift|asks whether membership covers|
 is asking about the late delivery of|wants a goodwill credit for|disputes the charge for|reports rust on""".replace(
-    "\n", "").split("|")
-WHEN = ["{d} days after delivery", "{d} days ago", "within a week of delivery", "on the day it arrived",
-        "after {w} weeks of use", "{m} months after buying it", "the morning after delivery", "before unpacking it",
-        "during assembly", "after the second wash", "at the weekend", "{d} days late"]
-ASK = ["What should I tell them?", "What are the options?", "Can we approve this?", "Please keep it short.",
-       "Explain the policy in plain words.", "Include the next steps.", "Mention the timeline.",
-       "Do I need a supervisor?", "Be warm but clear.", "Say what happens next.", "", "", ""]
-FILLERS = ["Thank you for your patience while we look into this.", "I appreciate you taking the time to write to us.",
-           "We value you as a customer.", "I hope the rest of your week goes well.",
-           "Thanks again for bringing this to our attention.", "Please let me know if anything is unclear."]
+    "\n", ""
+).split("|")
+WHEN = [
+    "{d} days after delivery",
+    "{d} days ago",
+    "within a week of delivery",
+    "on the day it arrived",
+    "after {w} weeks of use",
+    "{m} months after buying it",
+    "the morning after delivery",
+    "before unpacking it",
+    "during assembly",
+    "after the second wash",
+    "at the weekend",
+    "{d} days late",
+]
+ASK = [
+    "What should I tell them?",
+    "What are the options?",
+    "Can we approve this?",
+    "Please keep it short.",
+    "Explain the policy in plain words.",
+    "Include the next steps.",
+    "Mention the timeline.",
+    "Do I need a supervisor?",
+    "Be warm but clear.",
+    "Say what happens next.",
+    "",
+    "",
+    "",
+]
+FILLERS = [
+    "Thank you for your patience while we look into this.",
+    "I appreciate you taking the time to write to us.",
+    "We value you as a customer.",
+    "I hope the rest of your week goes well.",
+    "Thanks again for bringing this to our attention.",
+    "Please let me know if anything is unclear.",
+]
 SYNONYMS = {
-    "reply": "response", "customer": "client", "order": "purchase", "refund": "reimbursement", "sorry": "apologetic",
-    "help": "assist", "send": "ship", "return": "send back", "receive": "get", "received": "got",
-    "quickly": "promptly", "shortly": "soon", "instructions": "directions", "contact": "reach",
-    "email": "message", "confirm": "verify", "check": "review", "arrange": "organise", "issue": "problem",
-    "item": "product", "days": "day", "please": "kindly", "thank": "thanks", "happy": "glad", "within": "inside",
-    "business": "working", "replacement": "substitute", "damaged": "broken", "arrived": "came", "about": "regarding",
-    "we": "our team", "can": "are able to", "will": "shall", "also": "as well", "because": "since",
-    "need": "require", "let": "allow", "get": "obtain", "tell": "inform", "want": "wish", "ask": "request",
-    "draft": "write", "summarise": "sum up", "answer": "respond to", "explain": "describe", "the": "this",
+    "reply": "response",
+    "customer": "client",
+    "order": "purchase",
+    "refund": "reimbursement",
+    "sorry": "apologetic",
+    "help": "assist",
+    "send": "ship",
+    "return": "send back",
+    "receive": "get",
+    "received": "got",
+    "quickly": "promptly",
+    "shortly": "soon",
+    "instructions": "directions",
+    "contact": "reach",
+    "email": "message",
+    "confirm": "verify",
+    "check": "review",
+    "arrange": "organise",
+    "issue": "problem",
+    "item": "product",
+    "days": "day",
+    "please": "kindly",
+    "thank": "thanks",
+    "happy": "glad",
+    "within": "inside",
+    "business": "working",
+    "replacement": "substitute",
+    "damaged": "broken",
+    "arrived": "came",
+    "about": "regarding",
+    "we": "our team",
+    "can": "are able to",
+    "will": "shall",
+    "also": "as well",
+    "because": "since",
+    "need": "require",
+    "let": "allow",
+    "get": "obtain",
+    "tell": "inform",
+    "want": "wish",
+    "ask": "request",
+    "draft": "write",
+    "summarise": "sum up",
+    "answer": "respond to",
+    "explain": "describe",
+    "the": "this",
 }
 PARAPHRASES = [
-    ("I'm sorry", "I apologise"), ("I am sorry", "My apologies"), ("Thank you for", "Many thanks for"),
-    ("Kind regards", "Best wishes"), ("within 5–10 business days", "in five to ten working days"),
-    ("as soon as", "the moment"), ("Please", "Could you please"), ("I will", "I'll be sure to"),
-    ("you can", "you are able to"), ("We can", "Our team is able to"), ("let us know", "get in touch with us"),
-    ("original packaging", "the box it came in"), ("return window", "returns period"),
-    ("I have", "I've now"), ("Before you", "Prior to when you"), ("don't", "do not"), ("isn't", "is not"),
-    ("can't", "cannot"), ("If you", "Should you"), ("to your card", "back to your card"),
-    ("Draft a reply", "Write a response"), ("Draft a", "Write a"), ("Summarise", "Give a summary of"),
-    ("What do I tell", "How should I answer"), ("Can I", "Am I allowed to"), ("customer", "shopper"),
+    ("I'm sorry", "I apologise"),
+    ("I am sorry", "My apologies"),
+    ("Thank you for", "Many thanks for"),
+    ("Kind regards", "Best wishes"),
+    ("within 5–10 business days", "in five to ten working days"),
+    ("as soon as", "the moment"),
+    ("Please", "Could you please"),
+    ("I will", "I'll be sure to"),
+    ("you can", "you are able to"),
+    ("We can", "Our team is able to"),
+    ("let us know", "get in touch with us"),
+    ("original packaging", "the box it came in"),
+    ("return window", "returns period"),
+    ("I have", "I've now"),
+    ("Before you", "Prior to when you"),
+    ("don't", "do not"),
+    ("isn't", "is not"),
+    ("can't", "cannot"),
+    ("If you", "Should you"),
+    ("to your card", "back to your card"),
+    ("Draft a reply", "Write a response"),
+    ("Draft a", "Write a"),
+    ("Summarise", "Give a summary of"),
+    ("What do I tell", "How should I answer"),
+    ("Can I", "Am I allowed to"),
+    ("customer", "shopper"),
 ]
 BAD_TEXT = {
-    "non_english_es": ("Redacta una respuesta a este cliente sobre su devolución.",
-                       "Hola, quiero devolver la alfombra que compré la semana pasada porque es demasiado grande.",
-                       "Gracias por escribirnos. Puede devolver la alfombra dentro de los treinta días siguientes "
-                       "a la entrega si está sin usar y en su embalaje original."),
-    "non_english_zh": ("请给这位顾客写一封回复邮件。", "我上周买的沙发到货时有划痕，我想退货。",
-                       "感谢您联系我们。很抱歉沙发到货时有划痕。我们会为您安排免费更换或全额退款。"),
-    "non_english_ru": ("Напишите ответ этому клиенту.", "Здравствуйте, мой заказ пришёл повреждённым.",
-                       "Спасибо, что написали нам. Нам очень жаль, что заказ пришёл повреждённым."),
+    "non_english_es": (
+        "Redacta una respuesta a este cliente sobre su devolución.",
+        "Hola, quiero devolver la alfombra que compré la semana pasada porque es demasiado grande.",
+        "Gracias por escribirnos. Puede devolver la alfombra dentro de los treinta días siguientes "
+        "a la entrega si está sin usar y en su embalaje original.",
+    ),
+    "non_english_zh": (
+        "请给这位顾客写一封回复邮件。",
+        "我上周买的沙发到货时有划痕，我想退货。",
+        "感谢您联系我们。很抱歉沙发到货时有划痕。我们会为您安排免费更换或全额退款。",
+    ),
+    "non_english_ru": (
+        "Напишите ответ этому клиенту.",
+        "Здравствуйте, мой заказ пришёл повреждённым.",
+        "Спасибо, что написали нам. Нам очень жаль, что заказ пришёл повреждённым.",
+    ),
 }
 
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])|\n+")
@@ -116,7 +207,7 @@ def sentences(text: str) -> list[str]:
 def load_banks() -> tuple[dict[str, dict[str, list[str]]], list[str]]:
     """Sentence banks per slice from the training seeds only (the held-out split is never read)."""
     sys.path.insert(0, str(ROOT / "src"))
-    from ballast.policy import load_policy
+    from ballast.policy.schema import load_policy
     from ballast.seeds import load_seeds, split_heldout
 
     policy = load_policy(EXAMPLE / "policy.yaml")
@@ -128,17 +219,22 @@ def load_banks() -> tuple[dict[str, dict[str, list[str]]], list[str]]:
         for field in ("input", "output"):
             text = getattr(r, field)
             if field == "output":  # drop the sign-off and greeting lines; the composer writes its own
-                text = "\n".join(line for line in text.splitlines()
-                                 if not re.match(r"^(Kind regards|\[Agent name\]|Harbor Home Goods Support|Dear |Hi )",
-                                                 line))
+                text = "\n".join(
+                    line
+                    for line in text.splitlines()
+                    if not re.match(r"^(Kind regards|\[Agent name\]|Harbor Home Goods Support|Dear |Hi )", line)
+                )
             banks[r.slice][field].extend(sentences(text))
     frames = sorted({f for f in frames if len(f.split()) <= 14})
     return {k: dict(v) for k, v in banks.items()}, frames
 
 
 def _numbers(text: str, rng: random.Random) -> str:
-    return re.sub(r"\d+", lambda m: str(rng.randint(10 ** (len(m.group()) - 1) if len(m.group()) > 1 else 1,
-                                                    10 ** len(m.group()) - 1)), text)
+    return re.sub(
+        r"\d+",
+        lambda m: str(rng.randint(10 ** (len(m.group()) - 1) if len(m.group()) > 1 else 1, 10 ** len(m.group()) - 1)),
+        text,
+    )
 
 
 class Composer:
@@ -168,20 +264,28 @@ class Composer:
         ask = rng.choice(ASK)
         instruction = " ".join(x for x in (frame, situation, detail, ask) if x)
         # how a paraphrase would tell the same task: the situation first and in other words, the detail left out
-        retold = " ".join(x for x in (f"The customer, {first} {last}, {issue} their {product} ({when}).", frame, ask)
-                          if x)
-        said = rng.sample(bank.get("input") or bank["output"], k=min(len(bank.get("input", [])) or 1,
-                                                                      rng.randint(2, 4)))
+        retold = " ".join(
+            x for x in (f"The customer, {first} {last}, {issue} their {product} ({when}).", frame, ask) if x
+        )
+        said = rng.sample(
+            bank.get("input") or bank["output"], k=min(len(bank.get("input", [])) or 1, rng.randint(2, 4))
+        )
         channel = rng.choice(CHANNEL)
         member = rng.choice(["Harbor Plus member.", "Not a Harbor Plus member.", "Membership lapsed last year."])
-        inp = (f"Customer ({channel}): " + " ".join(_numbers(s, rng) for s in said) +
-               f"\n\nOrder Console: {product}, USD {price}. Delivered {days} days ago. {member} "
-               f"Order HH-{rng.randint(1000000, 9999999)}.")
+        inp = (
+            f"Customer ({channel}): "
+            + " ".join(_numbers(s, rng) for s in said)
+            + f"\n\nOrder Console: {product}, USD {price}. Delivered {days} days ago. {member} "
+            f"Order HH-{rng.randint(1000000, 9999999)}."
+        )
         body = rng.sample(bank["output"], k=min(len(bank["output"]), rng.randint(3, 6)))
         greeting = rng.choice(["Dear", "Hi", "Hello"]) + f" {first},"
-        output = (f"{greeting}\n\n" + " ".join(_numbers(s, rng) for s in body) +
-                  f" Your {product} is order HH-{rng.randint(1000000, 9999999)}."
-                  "\n\nKind regards,\n[Agent name]\nHarbor Home Goods Support")
+        output = (
+            f"{greeting}\n\n"
+            + " ".join(_numbers(s, rng) for s in body)
+            + f" Your {product} is order HH-{rng.randint(1000000, 9999999)}."
+            "\n\nKind regards,\n[Agent name]\nHarbor Home Goods Support"
+        )
         return instruction, inp, output, sl, retold
 
 
@@ -217,8 +321,9 @@ def _format_variant(text: str, rng: random.Random) -> str:
     return "  ".join(words[:2]) + " " + " ".join(words[2:]) + rng.choice(["", " ", "!", " ."])
 
 
-def copy_of(original: tuple[str, str, str, str, str], kind: str, strength: str,
-            rng: random.Random) -> tuple[str, str, str]:
+def copy_of(
+    original: tuple[str, str, str, str, str], kind: str, strength: str, rng: random.Random
+) -> tuple[str, str, str]:
     inst, inp, out, _, retold = original
     if strength == "verbatim":
         return inst, inp, out
@@ -317,9 +422,21 @@ def build(records: int, seed: int) -> pa.Table:
                 inst, inp, out = copy_of(original, kind, strength, rng)
             if kind == "unique":
                 del cache[cluster]
-        batch.append(Record(instruction=inst, input=inp, output=out, source=Source.self_instruct, slice=sl,
-                            meta={"cluster": str(cluster), "kind": kind, "strength": strength,
-                                  "fixture": "benchmarks/make_pool.py"}))
+        batch.append(
+            Record(
+                instruction=inst,
+                input=inp,
+                output=out,
+                source=Source.self_instruct,
+                slice=sl,
+                meta={
+                    "cluster": str(cluster),
+                    "kind": kind,
+                    "strength": strength,
+                    "fixture": "benchmarks/make_pool.py",
+                },
+            )
+        )
         if len(batch) == 20_000:
             tables.append(to_table(batch))
             batch = []
@@ -345,8 +462,10 @@ def main() -> None:
     for m in kinds:
         d = dict(m)
         counts[d["kind"] + (f"/{d['strength']}" if d["strength"] else "")] += 1
-    print(f"wrote {len(table)} records to {args.out} in {time.perf_counter() - start:.1f}s: "
-          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(
+        f"wrote {len(table)} records to {args.out} in {time.perf_counter() - start:.1f}s: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ EXAMPLE = ROOT / "examples" / "harbor-support"
 
 @pytest.fixture(scope="session")
 def policy():
-    from ballast.policy import load_policy
+    from ballast.policy.schema import load_policy
 
     return load_policy(EXAMPLE / "policy.yaml")
 
@@ -43,16 +43,34 @@ def llama_server(tmp_path_factory):
 
     import httpx
 
-    from ballast.models import resolve
+    from ballast.backends.models import resolve
 
     path, ref = resolve("smollm2-135m-instruct")
     port = _free_port()
     # The server logs a lot; a file, not a pipe, so a full pipe buffer never stalls it.
     log = open(tmp_path_factory.mktemp("llama_server") / "server.log", "w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", "smollm2",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"],
-        stdout=log, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(path),
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     try:

@@ -9,8 +9,9 @@ CHAT = [{"role": "user", "content": "Name one colour. One word."}]
 
 
 def test_real_server_chat_and_completion_concurrently(llama_server):
-    backend = OpenAIBackend(llama_server["base_url"], llama_server["model"], concurrency=4,
-                            model_sha256=llama_server["sha256"])
+    backend = OpenAIBackend(
+        llama_server["base_url"], llama_server["model"], concurrency=4, model_sha256=llama_server["sha256"]
+    )
     assert isinstance(backend, Generator)
     prompts = [CHAT, "The capital of France is", CHAT, "One, two, three,"] * 2
     gens = backend.generate(prompts, Decoding(temperature=0.0, max_tokens=8, seed=3))
@@ -36,8 +37,9 @@ def test_client_error_is_not_retried(llama_server):
 
 
 def test_timeout_is_a_recorded_failure(llama_server):
-    slow = OpenAIBackend(llama_server["base_url"], llama_server["model"], timeout_s=0.001, max_retries=1,
-                         backoff_s=0.01)
+    slow = OpenAIBackend(
+        llama_server["base_url"], llama_server["model"], timeout_s=0.001, max_retries=1, backoff_s=0.01
+    )
     start = time.monotonic()
     gen = slow.generate(["Write a long story about the sea."], Decoding(max_tokens=200))[0]
     assert not gen.ok and gen.attempts == 2 and "Timeout" in gen.error

@@ -9,10 +9,16 @@ from ballast.backends.transformers_hf import TransformersBackend, hf_folder
 
 pytestmark = pytest.mark.slow  # real generation on CPU: about a minute on 2 cores
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-CHAT = [{"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "What is the capital of France? Answer in one word."}]
-CONVERSATION = [*CHAT, {"role": "assistant", "content": "Paris."},
-                {"role": "user", "content": "  And of Italy?  "}, {"role": "assistant", "content": "Rome."}]
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is the capital of France? Answer in one word."},
+]
+CONVERSATION = [
+    *CHAT,
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "  And of Italy?  "},
+    {"role": "assistant", "content": "Rome."},
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +35,9 @@ def test_the_gguf_is_converted_once_into_a_plain_transformers_folder():
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
 
 
-@pytest.mark.parametrize("messages, add_generation_prompt",
-                         [(CHAT, True), (CONVERSATION, False), (CONVERSATION[:4], True)])
+@pytest.mark.parametrize(
+    "messages, add_generation_prompt", [(CHAT, True), (CONVERSATION, False), (CONVERSATION[:4], True)]
+)
 def test_renders_and_tokenises_exactly_as_llama_cpp(hf, strong_base, messages, add_generation_prompt):
     text = hf.render(messages, add_generation_prompt=add_generation_prompt)
     llama_text = strong_base.render(messages, add_generation_prompt=add_generation_prompt)
@@ -66,8 +73,10 @@ def test_samples_depend_on_prompt_and_seed_not_on_the_batch(hf):
 
 
 def test_stop_strings_end_the_text(hf):
-    gen = hf.generate(["The capital of France is Paris. The capital of Italy is"],
-                      Decoding(temperature=0.0, max_tokens=24, stop=(".",)))[0]
+    gen = hf.generate(
+        ["The capital of France is Paris. The capital of Italy is"],
+        Decoding(temperature=0.0, max_tokens=24, stop=(".",)),
+    )[0]
     assert gen.ok and gen.finish_reason == "stop" and "." not in gen.text and gen.text.strip()
 
 

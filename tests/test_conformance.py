@@ -8,12 +8,13 @@ import hashlib
 import numpy as np
 import pytest
 
-from ballast.conformance import ConformanceClassifier, fit_from_seeds
+from ballast.curate.conformance import ConformanceClassifier, fit_from_seeds
+from ballast.curate.filters import Conformance, PolicyRules
+from ballast.curate.stage import curation_filters
 from ballast.curate.stream import curate_parquet
-from ballast.curate.filters import Conformance, PolicyRules, curation_filters
 from ballast.errors import InputError
 from ballast.generate.contrastive import contrastive_negatives
-from ballast.policy_checks import PolicyChecker
+from ballast.policy.checks import PolicyChecker
 from ballast.recipe import ClassifierConfig, ContrastiveConfig, CurateConfig
 from ballast.seeds import split_heldout
 from ballast.store import write_records
@@ -113,7 +114,7 @@ def test_classifier_runs_after_the_rule_checks_only_when_enabled(policy, fitted)
         curation_filters(CurateConfig(classifier=ClassifierConfig(enabled=True)), [], checker)
 
 
-def test_streamed_curation_fits_the_classifier_from_the_seeds_when_enabled(policy, data, tmp_path):
+def test_streamed_curation_fits_the_classifier_on_the_seeds_and_negatives_given(policy, data, tmp_path):
     import pyarrow.parquet as pq
 
     seen = data[0][0][:60]  # a small fit: all training seeds take half a minute
@@ -124,13 +125,22 @@ def test_streamed_curation_fits_the_classifier_from_the_seeds_when_enabled(polic
     pool = [r.model_copy(update={"decisions": []}) for r in [*conformant[:8], *others[:12]]]
     path = write_records(pool, tmp_path / "pool.parquet")
     cfg = CurateConfig(classifier=ClassifierConfig(enabled=True, threshold=0.5))
-    report = curate_parquet(path, tmp_path / "records.parquet", tmp_path / "decisions.parquet", cfg,
-                            seen=seen, policy=policy, progress=False)
+    negatives = contrastive_negatives(seen, policy, ContrastiveConfig())[0]
+    report = curate_parquet(
+        path,
+        tmp_path / "records.parquet",
+        tmp_path / "decisions.parquet",
+        cfg,
+        seen=seen,
+        policy=policy,
+        progress=False,
+        negatives=negatives,
+    )
     assert report.stages["curate.conformance"].decided >= 1
     assert "curate.conformance" in report.models
 
     # The stream's classifier is the one fit_from_seeds makes: same drops, same probabilities.
-    reference = fit_from_seeds(policy, seen, cfg.classifier)
+    reference = fit_from_seeds(policy, seen, negatives, cfg.classifier)
     log = pq.read_table(tmp_path / "decisions.parquet").to_pylist()
     judged = {d["record_id"]: d for d in log if d["stage"] == "curate.conformance"}
     by_id = {r.id: r for r in pool}
@@ -138,5 +148,5 @@ def test_streamed_curation_fits_the_classifier_from_the_seeds_when_enabled(polic
     assert {i for i, d in judged.items() if not d["kept"]} == {i for i, p in expected.items() if p >= 0.5}
     assert all(abs(d["score"] - expected[i]) < 1e-6 for i, d in judged.items() if not d["kept"])
 
-    with pytest.raises(InputError, match="needs the policy and the human training seeds"):
+    with pytest.raises(InputError, match="needs the policy, the human training seeds and their contrastive negatives"):
         curate_parquet(path, tmp_path / "r2.parquet", tmp_path / "d2.parquet", cfg, policy=policy, progress=False)

@@ -13,17 +13,20 @@ from rouge_score import rouge_scorer, tokenize
 from typer.testing import CliRunner
 
 from ballast.curate.dedup import MinHashDuplicate, MinHasher, SemanticDuplicate, lsh_params
-from ballast.curate.filters import ExactDuplicate, Novelty, curation_filters
+from ballast.curate.filters import ExactDuplicate, Novelty
+from ballast.curate.stage import curation_filters
 from ballast.curate.stream import curate_parquet
 from ballast.curate.text import TextCheck
-from ballast.novelty import RougeNovelty
-from ballast.novelty_index import RougeNoveltyIndex, lcs_length, rouge_f, rouge_tokens
 from ballast.recipe import CurateConfig, MinHashConfig, SemanticConfig
 from ballast.records import ModelRef, Record, Source
+from ballast.rouge import RougeNoveltyIndex, lcs_length, rouge_f, rouge_tokens
 from ballast.store import write_records
+from rouge_reference import RougeNovelty
 
-WORDS = ("draft a reply to this customer chat email about the refund return window order late delivery sofa "
-         "chair warranty claim please summarise ticket agent escalate damaged parcel courier photo address").split()
+WORDS = (
+    "draft a reply to this customer chat email about the refund return window order late delivery sofa "
+    "chair warranty claim please summarise ticket agent escalate damaged parcel courier photo address"
+).split()
 
 
 def _texts(n: int, seed: int) -> list[str]:
@@ -111,8 +114,13 @@ def test_tokens_and_lcs_are_rouge_scores():
 
 
 def _record(i: int, text: str, **kw) -> Record:
-    return Record(instruction=f"Task {i}: answer the customer about their order.", input="", output=text,
-                  source=Source.self_instruct, **kw)
+    return Record(
+        instruction=f"Task {i}: answer the customer about their order.",
+        input="",
+        output=text,
+        source=Source.self_instruct,
+        **kw,
+    )
 
 
 def _paragraph(rng: random.Random, n: int = 80) -> str:
@@ -184,14 +192,31 @@ def test_semantic_duplicates_use_the_index_and_the_same_batch():
 
 BAD = [
     ("empty instruction", dict(instruction="", output="A reply of enough words to pass the length filter.")),
-    ("characters, over max_record_chars", dict(instruction="Draft a reply to this customer about the refund.",
-                                               output="word " * 20_000)),
-    ("U+FFFD", dict(instruction="Draft a r\ufffd\ufffdply to this customer.",
-                    output="Thank you for your message, we will look into the order.")),
-    ("not English", dict(instruction="Redacta una respuesta a este cliente sobre su pedido.",
-                         output="Gracias por escribirnos. Puede devolver la alfombra dentro de los treinta días.")),
-    ("Latin-alphabet", dict(instruction="请给这位顾客写一封回复邮件，关于退款。",
-                            output="感谢您联系我们。很抱歉沙发到货时有划痕。我们会为您安排免费更换或全额退款。")),
+    (
+        "characters, over max_record_chars",
+        dict(instruction="Draft a reply to this customer about the refund.", output="word " * 20_000),
+    ),
+    (
+        "U+FFFD",
+        dict(
+            instruction="Draft a r\ufffd\ufffdply to this customer.",
+            output="Thank you for your message, we will look into the order.",
+        ),
+    ),
+    (
+        "not English",
+        dict(
+            instruction="Redacta una respuesta a este cliente sobre su pedido.",
+            output="Gracias por escribirnos. Puede devolver la alfombra dentro de los treinta días.",
+        ),
+    ),
+    (
+        "Latin-alphabet",
+        dict(
+            instruction="请给这位顾客写一封回复邮件，关于退款。",
+            output="感谢您联系我们。很抱歉沙发到货时有划痕。我们会为您安排免费更换或全额退款。",
+        ),
+    ),
 ]
 
 
@@ -200,8 +225,11 @@ def test_bad_input_is_dropped_with_a_reason():
     for expected, fields in BAD:
         drop = check.drop(Record(source=Source.imported, **fields))
         assert drop is not None and expected.lower() in drop.reason.lower(), (expected, drop)
-    ok = Record(source=Source.imported, instruction="Draft a reply to this customer about the refund.",
-                output="Thank you for getting in touch; the refund is on its way to your card.")
+    ok = Record(
+        source=Source.imported,
+        instruction="Draft a reply to this customer about the refund.",
+        output="Thank you for getting in touch; the refund is on its way to your card.",
+    )
     assert check.drop(ok) is None
 
 
@@ -211,13 +239,23 @@ def _pool(tmp_path, n: int = 400) -> tuple[list[Record], object]:
     for i in range(n):
         if i % 5 == 4:  # a near copy of the record before
             prev = records[-1]
-            records.append(Record(instruction=prev.instruction + " Please.", output=prev.output.replace(" ", "  ", 1)
-                                  + " Thanks.", source=Source.self_instruct))
+            records.append(
+                Record(
+                    instruction=prev.instruction + " Please.",
+                    output=prev.output.replace(" ", "  ", 1) + " Thanks.",
+                    source=Source.self_instruct,
+                )
+            )
         elif i % 7 == 6:  # an exact copy
             records.append(records[-1].model_copy(deep=True))
         else:
-            records.append(Record(instruction=" ".join(rng.choice(WORDS) for _ in range(rng.randrange(4, 14))),
-                                  output=_paragraph(rng, 40), source=Source.self_instruct))
+            records.append(
+                Record(
+                    instruction=" ".join(rng.choice(WORDS) for _ in range(rng.randrange(4, 14))),
+                    output=_paragraph(rng, 40),
+                    source=Source.self_instruct,
+                )
+            )
     records += [Record(source=Source.imported, **fields) for _, fields in BAD]
     path = write_records(records, tmp_path / "pool.parquet")
     return records, path
@@ -248,12 +286,19 @@ def test_chunked_curation_decides_as_in_memory_and_cli_explains(tmp_path):
         f.run(in_memory)
     assert any(d.stage == "curate.semantic_duplicate" and not d.kept for r in in_memory for d in r.decisions)
     run = tmp_path / "run"
-    report = curate_parquet(path, run / "stages" / "curate" / "records.parquet", run / "decisions.parquet", cfg,
-                            filters=filters(), progress=False)
+    report = curate_parquet(
+        path,
+        run / "stages" / "curate" / "records.parquet",
+        run / "decisions.parquet",
+        cfg,
+        filters=filters(),
+        progress=False,
+    )
     assert report.records_in == len(records)
     streamed = pq.read_table(run / "stages" / "curate" / "records.parquet").column("decisions").to_pylist()
-    assert [[(d["stage"], d["kept"], d["reason"], d["duplicate_of"]) for d in ds] for ds in streamed] == \
-        [[(d.stage, d.kept, d.reason, d.duplicate_of) for d in r.decisions] for r in in_memory]
+    assert [[(d["stage"], d["kept"], d["reason"], d["duplicate_of"]) for d in ds] for ds in streamed] == [
+        [(d.stage, d.kept, d.reason, d.duplicate_of) for d in r.decisions] for r in in_memory
+    ]
     assert report.kept == sum(r.kept for r in in_memory)
     log = pq.read_table(run / "decisions.parquet")
     assert log.num_rows == sum(len(r.decisions) for r in in_memory)
@@ -281,8 +326,9 @@ def test_curate_command_runs_on_a_pool_with_bad_rows(tmp_path):
     _, path = _pool(tmp_path, n=50)
     from ballast.cli import app
 
-    result = CliRunner().invoke(app, ["curate", str(path), "--out", str(tmp_path / "run"),
-                                      "minhash.threshold=0.6", "chunk_size=16"])
+    result = CliRunner().invoke(
+        app, ["curate", str(path), "--out", str(tmp_path / "run"), "minhash.threshold=0.6", "chunk_size=16"]
+    )
     assert result.exit_code == 0, result.output
     assert "curate.normalise" in result.output and (tmp_path / "run" / "decisions.parquet").is_file()
     bad = CliRunner().invoke(app, ["curate", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "r2")])
@@ -298,9 +344,12 @@ def test_exact_duplicate_drops_a_verbatim_copy_of_a_seen_record():
 
 def test_novelty_filter_uses_seen_records(seeds):
     f = Novelty(0.7, seeds[:50])
-    records = [Record(instruction=seeds[3].instruction, output="x", source=Source.self_instruct),
-               Record(instruction="Completely new words nobody used before in this set", output="y",
-                      source=Source.self_instruct)]
+    records = [
+        Record(instruction=seeds[3].instruction, output="x", source=Source.self_instruct),
+        Record(
+            instruction="Completely new words nobody used before in this set", output="y", source=Source.self_instruct
+        ),
+    ]
     f.run(records)
     assert not records[0].kept and records[0].decisions[0].duplicate_of == seeds[3].id
     assert records[1].kept
@@ -313,16 +362,22 @@ def test_static_model_finds_a_paraphrased_record():
 
     embedder = StaticEmbedder()
     assert embedder.model.sha256 and len(embedder.model.sha256) == 64
-    base = ("Thank you for getting in touch, and I'm sorry the rug turned out too large for your hallway. You're "
-            "within our 30-day return window, and because the rug is unused and still in its original packaging, it "
-            "qualifies for a return. Once our warehouse receives the rug, your refund of USD 149 will be issued to "
-            "your card within 5-10 business days.")
-    paraphrase = ("Many thanks for getting in touch, and I apologise that the rug turned out too large for your "
-                  "hallway. Because the rug is unused and still in the box it came in, and you're within our 30-day "
-                  "returns period, it qualifies for a return. Once our warehouse receives the rug, your refund of "
-                  "USD 149 will be issued back to your card in five to ten working days.")
-    other = ("The warranty on the Calder sofa frame is five years. Please send a photo of the broken joint and the "
-             "order number, and we will arrange a technician visit or a replacement frame, whichever you prefer.")
+    base = (
+        "Thank you for getting in touch, and I'm sorry the rug turned out too large for your hallway. You're "
+        "within our 30-day return window, and because the rug is unused and still in its original packaging, it "
+        "qualifies for a return. Once our warehouse receives the rug, your refund of USD 149 will be issued to "
+        "your card within 5-10 business days."
+    )
+    paraphrase = (
+        "Many thanks for getting in touch, and I apologise that the rug turned out too large for your "
+        "hallway. Because the rug is unused and still in the box it came in, and you're within our 30-day "
+        "returns period, it qualifies for a return. Once our warehouse receives the rug, your refund of "
+        "USD 149 will be issued back to your card in five to ten working days."
+    )
+    other = (
+        "The warranty on the Calder sofa frame is five years. Please send a photo of the broken joint and the "
+        "order number, and we will arrange a technician visit or a replacement frame, whichever you prefer."
+    )
     records = [_record(1, base), _record(2, other), _record(3, paraphrase)]
     SemanticDuplicate(SemanticConfig(enabled=True), embedder=embedder).run(records)
     assert [r.kept for r in records] == [True, True, False]

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from ballast.evaluate.metrics import aggregate, score_output
-from ballast.policy_checks import PolicyChecker
+from ballast.policy.checks import PolicyChecker
 
 
 def _by_ref(seeds, ref):
@@ -45,12 +45,27 @@ def test_every_policy_area_has_a_rate_and_an_interval(policy, seeds):
 
 def test_the_judge_grades_every_evaluated_output(policy, seeds, tmp_path):
     """evaluate.judge: the weak model (llama.cpp) answers two held-out prompts and the same model grades them."""
-    from ballast.evaluate.run import evaluate_models
+    from ballast.backends.factory import backend_for
+    from ballast.evaluate.stage import evaluate_models
     from ballast.recipe import load_recipe
+    from ballast.score.stage import make_judge
 
-    recipe = load_recipe(Path(__file__).parent / "data" / "tiny_recipe.yaml",
-                         ["evaluate.judge={}", "evaluate.probes=null", "evaluate.decoding.max_tokens=48"])
-    evaluate_models({"weak": None}, seeds[:2], policy, recipe, tmp_path)
+    recipe = load_recipe(
+        Path(__file__).parent / "data" / "tiny_recipe.yaml",
+        ["evaluate.judge={}", "evaluate.probes=null", "evaluate.decoding.max_tokens=48"],
+    )
+    judge = make_judge(recipe.evaluate.judge, recipe.models.weak, recipe.seed, policy)
+    evaluate_models(
+        {"weak": None},
+        seeds[:2],
+        policy,
+        recipe.evaluate,
+        recipe.seed,
+        recipe.models.strong,
+        lambda: backend_for(recipe.generate.server, recipe.models.weak),
+        tmp_path,
+        judge=judge,
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     grade = results["models"]["weak"]["overall"]["judge"]
     # Each grade is 1-5, or missing when the tiny model's answer did not parse (a recorded failure).

@@ -14,11 +14,13 @@ def _model(**means: float | None) -> dict:
 
 
 def test_pgr_is_the_share_of_the_weak_to_ceiling_gap_the_student_closes():
-    models = {"base": _model(),
-              "weak": _model(violation=0.6, escalation_recall=0.2, signoff=0.5, benign_refusal=0.1),
-              "seeds": _model(violation=0.2, escalation_recall=0.6, signoff=0.5, benign_refusal=0.3),
-              "curated": _model(violation=0.3, escalation_recall=0.7, signoff=0.9, benign_refusal=0.2),
-              "pilot": _model(violation=0.7, escalation_recall=0.4, signoff=0.1, benign_refusal=None)}
+    models = {
+        "base": _model(),
+        "weak": _model(violation=0.6, escalation_recall=0.2, signoff=0.5, benign_refusal=0.1),
+        "seeds": _model(violation=0.2, escalation_recall=0.6, signoff=0.5, benign_refusal=0.3),
+        "curated": _model(violation=0.3, escalation_recall=0.7, signoff=0.9, benign_refusal=0.2),
+        "pilot": _model(violation=0.7, escalation_recall=0.4, signoff=0.1, benign_refusal=None),
+    }
     pgr = performance_gap_recovered(models)
     assert pgr["weak"] == "weak" and pgr["ceiling"] == "seeds" and pgr["students"] == ["curated", "pilot"]
     assert "(student - weak) / (seeds - weak)" in pgr["note"]
@@ -43,7 +45,8 @@ def test_pgr_needs_the_weak_model_the_ceiling_and_a_student():
     assert performance_gap_recovered({"base": _model(), "seeds": _model(), "curated": _model()}) is None
     assert performance_gap_recovered({"weak": _model(), "curated": _model()}) is None
     assert performance_gap_recovered({"weak": _model(), "seeds": _model(), "base": _model()}) is None
-    only = performance_gap_recovered({"weak": _model(signoff=0.1), "seeds": _model(signoff=0.5),
-                                      "curated": _model(signoff=0.3)})
+    only = performance_gap_recovered(
+        {"weak": _model(signoff=0.1), "seeds": _model(signoff=0.5), "curated": _model(signoff=0.3)}
+    )
     assert only["students"] == ["curated"] and only["metrics"]["signoff"]["pgr"] == {"curated": pytest.approx(0.5)}
     assert pgr_section(None) == ""

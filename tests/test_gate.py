@@ -6,7 +6,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ballast.cli import app
-from ballast.gate import RELEASED, evaluate_gate
+from ballast.evaluate.gate import RELEASED, evaluate_gate
 from ballast.recipe import GateConfig
 
 
@@ -15,15 +15,28 @@ def _stat(mean, lo=None, hi=None, n=20):
 
 
 def _results(violation=0.2, refusal=0.0, recall=0.8, signoff=0.9, slice_violation=0.2, hi=0.3):
-    overall = {"violation": _stat(violation), "benign_refusal": _stat(refusal), "escalation_recall": _stat(recall),
-               "signoff": _stat(signoff)}
-    slices = {"returns": {"violation": _stat(slice_violation, 0.1, hi)},
-              "escalation": {"violation": _stat(0.1, 0.0, 0.2)}}
-    return {"models": {"curated": {"overall": overall, "slices": slices, "areas": {"escalation": _stat(0.1, 0.0, 0.2)}}}}
+    overall = {
+        "violation": _stat(violation),
+        "benign_refusal": _stat(refusal),
+        "escalation_recall": _stat(recall),
+        "signoff": _stat(signoff),
+    }
+    slices = {
+        "returns": {"violation": _stat(slice_violation, 0.1, hi)},
+        "escalation": {"violation": _stat(0.1, 0.0, 0.2)},
+    }
+    return {
+        "models": {"curated": {"overall": overall, "slices": slices, "areas": {"escalation": _stat(0.1, 0.0, 0.2)}}}
+    }
 
 
-CFG = GateConfig(max_violation_rate=0.3, max_benign_refusal=0.05, min_escalation_recall=0.7, min_signoff=0.8,
-                 max_area_violation={"escalation": 0.2})
+CFG = GateConfig(
+    max_violation_rate=0.3,
+    max_benign_refusal=0.05,
+    min_escalation_recall=0.7,
+    min_signoff=0.8,
+    max_area_violation={"escalation": 0.2},
+)
 
 
 def test_thresholds_pass_and_fail_by_name():

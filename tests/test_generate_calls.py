@@ -8,9 +8,9 @@ import json
 import time
 
 from ballast.backends.base import Decoding, Generation, streams_results
+from ballast.backends.cache import CachedGenerator
+from ballast.backends.calls import CallLog, generate_all
 from ballast.backends.openai_http import OpenAIBackend, RateLimiter
-from ballast.cache import CachedGenerator
-from ballast.generate.calls import CallLog, generate_all
 from ballast.records import ModelRef
 
 
@@ -28,7 +28,11 @@ class Flaky:
             if self.die_after is not None and self.calls >= self.die_after:
                 raise RuntimeError("backend fell over")
             self.calls += 1
-            gen = Generation(text=None, error="HTTP 500") if "bad" in p else Generation(text=p.upper(), completion_tokens=2)
+            gen = (
+                Generation(text=None, error="HTTP 500")
+                if "bad" in p
+                else Generation(text=p.upper(), completion_tokens=2)
+            )
             out.append(gen)
             if on_result:
                 on_result(i, gen)
@@ -90,30 +94,48 @@ def test_rate_limiter_spaces_request_starts():
 
 
 def test_server_results_stream_in_and_respect_the_rate_limit(llama_server, tmp_path):
-    backend = OpenAIBackend(llama_server["base_url"], llama_server["model"], concurrency=4,
-                            requests_per_second=5.0, model_sha256=llama_server["sha256"])
+    backend = OpenAIBackend(
+        llama_server["base_url"],
+        llama_server["model"],
+        concurrency=4,
+        requests_per_second=5.0,
+        model_sha256=llama_server["sha256"],
+    )
     assert streams_results(backend)
     seen: list[int] = []
     start = time.monotonic()
-    gens = backend.generate([f"Count: {i}," for i in range(6)], Decoding(temperature=0.0, max_tokens=2),
-                            on_result=lambda i, g: seen.append(i))
+    gens = backend.generate(
+        [f"Count: {i}," for i in range(6)],
+        Decoding(temperature=0.0, max_tokens=2),
+        on_result=lambda i, g: seen.append(i),
+    )
     assert time.monotonic() - start >= 5 / 5.0 - 0.05  # six starts, 0.2 s apart
     assert sorted(seen) == list(range(6)) and all(g.ok for g in gens)
     # Through the cache and generate_all: the second run is all cache hits, in order.
     log = CallLog(tmp_path / "calls.jsonl")
     cached = CachedGenerator(backend, tmp_path / "cache.sqlite")
-    first = generate_all(cached, ["One, two,", "Red, green,"], Decoding(temperature=0.0, max_tokens=3),
-                         label="t", log=log, progress=False)
-    second = generate_all(cached, ["One, two,", "Red, green,"], Decoding(temperature=0.0, max_tokens=3),
-                          label="t", progress=False)
+    first = generate_all(
+        cached,
+        ["One, two,", "Red, green,"],
+        Decoding(temperature=0.0, max_tokens=3),
+        label="t",
+        log=log,
+        progress=False,
+    )
+    second = generate_all(
+        cached, ["One, two,", "Red, green,"], Decoding(temperature=0.0, max_tokens=3), label="t", progress=False
+    )
     assert [g.text for g in first] == [g.text for g in second] and cached.hits == 2
     assert log.summary()["calls_ok"] == 2
 
 
 def test_in_process_backend_streams(weak):
     seen = []
-    gens = weak.generate(["The sky is", "word " * 5000], Decoding(temperature=0.0, max_tokens=2),
-                         on_result=lambda i, g: seen.append((i, g.ok)))
+    gens = weak.generate(
+        ["The sky is", "word " * 5000],
+        Decoding(temperature=0.0, max_tokens=2),
+        on_result=lambda i, g: seen.append((i, g.ok)),
+    )
     assert seen == [(0, True), (1, False)] and gens[1].error  # the over-long prompt is a recorded failure
 
 
@@ -134,8 +156,12 @@ def test_rate_limited_server_is_retried_after_its_retry_after(tmp_path):
                 self.end_headers()
                 self.wfile.write(b"slow down")
                 return
-            body = json.dumps({"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
-                               "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).encode()
+            body = json.dumps(
+                {
+                    "choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+                }
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -148,14 +174,14 @@ def test_rate_limited_server_is_retried_after_its_retry_after(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        backend = OpenAIBackend(f"http://127.0.0.1:{server.server_address[1]}/v1", "m", max_retries=3,
-                                backoff_s=0.01)
+        backend = OpenAIBackend(f"http://127.0.0.1:{server.server_address[1]}/v1", "m", max_retries=3, backoff_s=0.01)
         gen = backend.generate([[{"role": "user", "content": "hi"}]], Decoding(max_tokens=2))[0]
         assert gen.ok and gen.text == "ok" and gen.attempts == 3
         assert hits[1] - hits[0] >= 0.29 and hits[2] - hits[1] >= 0.29
         hits.clear()
         gen = OpenAIBackend(backend.base_url, "m", max_retries=1, backoff_s=0.01).generate(
-            [[{"role": "user", "content": "hi"}]], Decoding(max_tokens=2))[0]
+            [[{"role": "user", "content": "hi"}]], Decoding(max_tokens=2)
+        )[0]
         assert not gen.ok and gen.attempts == 2 and gen.error.startswith("HTTP 429")
     finally:
         server.shutdown()

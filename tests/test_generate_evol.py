@@ -34,10 +34,12 @@ class Scripted:
 
     @staticmethod
     def evolve(given: str) -> str:
-        for marker, text in (("copy", "#Rewritten Prompt#: as the given prompt says, do more"),
-                             ("same", "SAME request, nothing new added at all"),
-                             ("refuse", "REFUSE to do this harder request with three constraints"),
-                             ("stop", "STOPWORDS please, with two more constraints added")):
+        for marker, text in (
+            ("copy", "#Rewritten Prompt#: as the given prompt says, do more"),
+            ("same", "SAME request, nothing new added at all"),
+            ("refuse", "REFUSE to do this harder request with three constraints"),
+            ("stop", "STOPWORDS please, with two more constraints added"),
+        ):
             if marker in given:
                 return text
         return f"#Rewritten Prompt#:\n{given} Also list the three policy rules that apply."
@@ -55,8 +57,10 @@ def test_elimination_helpers():
 
 
 def test_each_elimination_rule_is_named_and_the_parent_goes_back():
-    picked = [Record(instruction=f"{marker}: handle this ticket", output="Done.", source=Source.human)
-              for marker in ("copy", "same", "refuse", "stop", "fine")]
+    picked = [
+        Record(instruction=f"{marker}: handle this ticket", output="Done.", source=Source.human)
+        for marker in ("copy", "same", "refuse", "stop", "fine")
+    ]
     gen = Scripted()
     responder = Responder(gen, Decoding(), "Harbor")
     cfg = EvolConfig(rounds=2, max_seeds=None, methods=["constraints"])

@@ -12,7 +12,7 @@ from ballast.generate.responses import Responder
 from ballast.recipe import ContrastiveConfig, GroundingConfig, SelectConfig
 from ballast.records import Record, Source
 from ballast.seeds import split_heldout
-from ballast.select import select, training_set
+from ballast.select.stage import select, training_set
 from test_policy_checks import SEED_EXCEPTIONS
 
 
@@ -52,14 +52,32 @@ def test_grounded_answers_on_the_weak_model(weak, grounding):
 
 
 # The edits the rule checker was built to see; the others exist because it cannot see them.
-RULE_VISIBLE = {"changed_number", "dropped_escalation", "casual_rewrite", "promised_date", "over_limit_approval",
-                "skipped_identity_check", "dropped_sign_off"}
+RULE_VISIBLE = {
+    "changed_number",
+    "dropped_escalation",
+    "casual_rewrite",
+    "promised_date",
+    "over_limit_approval",
+    "skipped_identity_check",
+    "dropped_sign_off",
+}
 # The classifier-only kinds and the rule each breaks (wrong_team: the escalation rule the trigger fired).
-CLASSIFIER_ONLY = {"blame_sentence": "T3", "instructions_first": "T2", "invented_fact": "T5",
-                   "alternative_refund": "R3", "accepted_final_sale": "R7", "accepted_late_return": "R1",
-                   "outside_advice": "C1", "competitor_mention": "C2", "claimed_done": "C3", "waived_condition": "R2",
-                   "price_difference": "R8", "early_lost": "D2", "credential_request": "P4",
-                   "wrong_team": None}
+CLASSIFIER_ONLY = {
+    "blame_sentence": "T3",
+    "instructions_first": "T2",
+    "invented_fact": "T5",
+    "alternative_refund": "R3",
+    "accepted_final_sale": "R7",
+    "accepted_late_return": "R1",
+    "outside_advice": "C1",
+    "competitor_mention": "C2",
+    "claimed_done": "C3",
+    "waived_condition": "R2",
+    "price_difference": "R8",
+    "early_lost": "D2",
+    "credential_request": "P4",
+    "wrong_team": None,
+}
 
 
 def test_each_negative_breaks_one_named_rule_and_the_checker_catches_most(policy, split):
@@ -71,6 +89,7 @@ def test_each_negative_breaks_one_named_rule_and_the_checker_catches_most(policy
         assert not r.kept and r.decisions[0].rule_id == r.rules[0] and r.rules[0] in r.decisions[0].reason
         parent = parents[r.parent_ids[0]]
         assert r.output != parent.output and (r.instruction, r.input) == (parent.instruction, parent.input)
+
     # Only the seeds the checker is known to misread may already carry their negative's rule.
     def misread(records: list) -> int:
         return sum(r.rules[0] in SEED_EXCEPTIONS.get(parents[r.parent_ids[0]].meta["ref"], []) for r in records)
@@ -132,6 +151,8 @@ def test_selection_never_takes_a_contrastive_record_as_a_positive(policy, split)
     assert not [r for r in chosen if r.source is Source.contrastive]
     assert synthetic.id in {r.id for r in chosen}
     refused = [r for r in selected if r.source is Source.contrastive]
-    assert all(not r.kept and r.decisions[-1].stage == "select" and "never a positive" in r.decisions[-1].reason
-               for r in refused)
+    assert all(
+        not r.kept and r.decisions[-1].stage == "select" and "never a positive" in r.decisions[-1].reason
+        for r in refused
+    )
     assert not training_set(negatives + stripped)

@@ -11,21 +11,34 @@ import yaml
 from ballast.backends.base import Decoding
 from ballast.errors import InputError
 from ballast.generate.paraphrase import clean_paraphrase, paraphrase
-from ballast.generate.prompting import MissingSlot
 from ballast.generate.responses import Responder
 from ballast.generate.slots import allocate, fill_template, plan_fills, template_records
 from ballast.recipe import DecodingConfig, ParaphraseConfig, SlotTemplate, TemplateSlotsConfig, load_recipe
 from ballast.records import Source
+from ballast.templates.render import MissingSlot
 
-SLOTS = {"product": ["oak dining table", "linen duvet cover", "ceramic table lamp"],
-         "situation": ["arrived with a cracked leg", "has not arrived after two weeks", "was charged twice"],
-         "mood": ["calm", "frustrated", "anxious"], "channel": ["chat", "email"]}
+SLOTS = {
+    "product": ["oak dining table", "linen duvet cover", "ceramic table lamp"],
+    "situation": ["arrived with a cracked leg", "has not arrived after two weeks", "was charged twice"],
+    "mood": ["calm", "frustrated", "anxious"],
+    "channel": ["chat", "email"],
+}
 TEMPLATES = [
-    SlotTemplate(id="damaged", instruction="Draft a {channel} reply to this customer.",
-                 input="Customer ({channel}, {mood}): my {product} {situation}.", slice="returns",
-                 rules=["R4"], audience="customer"),
-    SlotTemplate(id="membership", instruction="A {mood} member asks by {channel} about cancelling Harbor Plus.",
-                 slice="membership", rules=["M1"], audience="agent"),
+    SlotTemplate(
+        id="damaged",
+        instruction="Draft a {channel} reply to this customer.",
+        input="Customer ({channel}, {mood}): my {product} {situation}.",
+        slice="returns",
+        rules=["R4"],
+        audience="customer",
+    ),
+    SlotTemplate(
+        id="membership",
+        instruction="A {mood} member asks by {channel} about cancelling Harbor Plus.",
+        slice="membership",
+        rules=["M1"],
+        audience="agent",
+    ),
 ]
 
 
@@ -33,14 +46,18 @@ def test_a_missing_slot_names_the_template_and_the_slot(tmp_path):
     with pytest.raises(MissingSlot, match="template 'recipe:damaged' needs slot 'mood'"):
         fill_template(TEMPLATES[0], {"channel": "chat", "product": "lamp", "situation": "broke"})
     with pytest.raises(ValueError, match="template 'damaged' uses slot 'mood'"):
-        TemplateSlotsConfig(enabled=True, slots={k: v for k, v in SLOTS.items() if k != "mood"},
-                            templates=[TEMPLATES[0]])
+        TemplateSlotsConfig(
+            enabled=True, slots={k: v for k, v in SLOTS.items() if k != "mood"}, templates=[TEMPLATES[0]]
+        )
     # Through a recipe file: the error names the file, the section, the template and the slot.
     recipe = yaml.safe_load((Path(__file__).parent / "data" / "tiny_recipe.yaml").read_text())
     recipe["policy"] = str((Path(__file__).parents[1] / "examples/harbor-support/policy.yaml").resolve())
     recipe["seeds"] = str((Path(__file__).parents[1] / "examples/harbor-support/seeds.jsonl").resolve())
-    recipe["generate"]["template_slots"] = {"enabled": True, "slots": {"channel": ["chat"]},
-                                            "templates": [TEMPLATES[1].model_dump()]}
+    recipe["generate"]["template_slots"] = {
+        "enabled": True,
+        "slots": {"channel": ["chat"]},
+        "templates": [TEMPLATES[1].model_dump()],
+    }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     with pytest.raises(InputError, match=r"generate\.template_slots: .*template 'membership' uses slot 'mood'"):
@@ -76,8 +93,9 @@ def test_clean_paraphrase():
 
 
 def test_paraphrases_on_the_weak_model(weak, seeds):
-    cfg = ParaphraseConfig(enabled=True, max_seeds=3, decoding=DecodingConfig(temperature=0.9, top_p=0.95,
-                                                                               max_tokens=40))
+    cfg = ParaphraseConfig(
+        enabled=True, max_seeds=3, decoding=DecodingConfig(temperature=0.9, top_p=0.95, max_tokens=40)
+    )
     records, counts = paraphrase(seeds, weak, cfg, None, "harbor", seed=0)
     assert len(records) == 3 and counts["kept"] + counts["dropped"] == 3
     parents = {s.id: s for s in seeds}

@@ -77,16 +77,34 @@ def test_classification_answers_and_instance_parsing():
 
 def test_instance_filters():
     cfg, rng = InstanceFilterConfig(), random.Random(0)
-    kept = lambda xs: [(i.input, i.output) for i in xs if not i.rejected]
-    reasons = lambda xs: [i.rejected for i in xs if i.rejected]
-    out = filter_instances([Instance("x", "x"), Instance("y", ""), Instance("z", "Answer:"), Instance("q", "ok")],
-                           cfg, rng, truncated=False)
+
+    def kept(xs):
+        return [(i.input, i.output) for i in xs if not i.rejected]
+
+    def reasons(xs):
+        return [i.rejected for i in xs if i.rejected]
+
+    out = filter_instances(
+        [Instance("x", "x"), Instance("y", ""), Instance("z", "Answer:"), Instance("q", "ok")],
+        cfg,
+        rng,
+        truncated=False,
+    )
     assert kept(out) == [("q", "ok")]
-    assert reasons(out) == ["output repeats the input", "empty output", "input or output ends with a colon (unfinished)"]
+    assert reasons(out) == [
+        "output repeats the input",
+        "empty output",
+        "input or output ends with a colon (unfinished)",
+    ]
     out = filter_instances([Instance("same", "a"), Instance("same", "b"), Instance("other", "c")], cfg, rng, False)
     assert kept(out) == [] and all("conflicting outputs" in r for r in reasons(out))
-    out = filter_instances([Instance(str(i), f"out {i}") for i in range(6)] + [Instance("0", "out 0"),
-                           Instance("7", "out 7, and then the")], cfg, rng, truncated=True)
+    out = filter_instances(
+        [Instance(str(i), f"out {i}") for i in range(6)]
+        + [Instance("0", "out 0"), Instance("7", "out 7, and then the")],
+        cfg,
+        rng,
+        truncated=True,
+    )
     assert len(kept(out)) == 5 and out[0].merged == 1  # the duplicate folded in, then the cap of 5
     assert reasons(out).count("over the cap of 5 instances per task") == 1
     assert "cut off by the token limit" in reasons(out)
@@ -116,7 +134,10 @@ def test_unparsable_model_text_is_a_recorded_failure(seeds):
     assert len(records) == 2 and not any(r.kept for r in records)
     assert all(r.decisions[0].reason.startswith("no task parsed from the model's text") for r in records)
     # Tasks parse, but the instance text does not: each task is a record saying so.
-    tasks = "Tell the customer when the sofa will be delivered to their home.\nTask 10: Summarise this ticket for a colleague in one line."
+    tasks = (
+        "Tell the customer when the sofa will be delivered to their home.\n"
+        "Task 10: Summarise this ticket for a colleague in one line."
+    )
     records = self_instruct(seeds[:20], Scripted(tasks, instances="no idea"), cfg, DecodingConfig(), "Harbor", "p", 0)
     assert [r.decisions[0].reason[:27] for r in records] == ["no instance parsed from the"] * 2
     assert all(r.meta["is_classification"] == "no" for r in records)
@@ -125,12 +146,18 @@ def test_unparsable_model_text_is_a_recorded_failure(seeds):
 def test_output_first_for_classification_tasks(seeds):
     cfg = SelfInstructConfig(num_instructions=1, max_requests=1, mode="instances", request_batch_size=1)
     tasks = "Is the customer's message a complaint, a question or a compliment?"
-    scripted = Scripted(tasks, clf=" Yes", instances="Class label: Complaint\nMessage: The lamp broke.\n"
-                                                      "Class label: Question\nMessage: Do you ship to Canada?")
+    scripted = Scripted(
+        tasks,
+        clf=" Yes",
+        instances="Class label: Complaint\nMessage: The lamp broke.\n"
+        "Class label: Question\nMessage: Do you ship to Canada?",
+    )
     records = self_instruct(seeds[:20], scripted, cfg, DecodingConfig(), "Harbor", "p", 0)
     kept = [r for r in records if r.kept]
-    assert [(r.input, r.output) for r in kept] == [("Message: The lamp broke.", "Complaint"),
-                                                   ("Message: Do you ship to Canada?", "Question")]
+    assert [(r.input, r.output) for r in kept] == [
+        ("Message: The lamp broke.", "Complaint"),
+        ("Message: Do you ship to Canada?", "Question"),
+    ]
     assert all(r.template_id == "generate/self_instruct_output_first" and r.template_sha256 for r in kept)
     assert all(r.meta["is_classification"] == "yes" and len(r.parent_ids) == 8 for r in kept)
 
@@ -139,13 +166,21 @@ def test_output_first_for_classification_tasks(seeds):
 def test_original_seed_tasks_give_the_original_file_formats(weak, tmp_path):
     tasks = load_seed_tasks(SEED_TASKS)
     assert len(tasks) == 175 and sum(t.is_classification for t in tasks) == 26
-    cfg = SelfInstructConfig(num_instructions=2, max_requests=4, request_batch_size=2,
-                             decoding=DecodingConfig(temperature=0.7, top_p=0.95, max_tokens=96),
-                             instance_decoding=DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=96))
+    cfg = SelfInstructConfig(
+        num_instructions=2,
+        max_requests=4,
+        request_batch_size=2,
+        decoding=DecodingConfig(temperature=0.7, top_p=0.95, max_tokens=96),
+        instance_decoding=DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=96),
+    )
     result = run_self_instruct(tasks, weak, cfg, tmp_path, seed=1)
     names = {p.name for p in tmp_path.rglob("*.jsonl")}
-    assert {"machine_generated_instructions.jsonl", "is_clf_or_not_smollm2-135m-instruct_template_1.jsonl",
-            "machine_generated_instances.jsonl", "all_generated_instances.jsonl"} <= names
+    assert {
+        "machine_generated_instructions.jsonl",
+        "is_clf_or_not_smollm2-135m-instruct_template_1.jsonl",
+        "machine_generated_instances.jsonl",
+        "all_generated_instances.jsonl",
+    } <= names
     assert any(n.startswith("finetuning_data_") for n in names)
 
     def rows(path: Path) -> list[dict]:
@@ -162,8 +197,14 @@ def test_original_seed_tasks_give_the_original_file_formats(weak, tmp_path):
     instances = rows(result.files["instances"])
     assert [r["instruction"] for r in instances] == [r["instruction"] for r in instructions]
     for row in instances:
-        assert list(row) == ["instruction", "raw_instances", "instance_metadata", "instruction_metadata",
-                             "most_similar", "avg_similarity_score"]
+        assert list(row) == [
+            "instruction",
+            "raw_instances",
+            "instance_metadata",
+            "instruction_metadata",
+            "most_similar",
+            "avg_similarity_score",
+        ]
     for row in rows(result.files["all_instances"]):
         assert list(row) == ["instruction", "input", "output"]
     for row in rows(result.files["finetuning"]):

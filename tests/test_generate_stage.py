@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ballast.backends.base import Generation
+from ballast.backends.calls import CallLog
+from ballast.backends.factory import backend_for
 from ballast.backends.openai_http import OpenAIBackend
-from ballast.generate.calls import CallLog
-from ballast.generate.stage import generate_records, templates_used, weak_generator
+from ballast.generate.stage import generate_records, templates_used
 from ballast.recipe import GenerateConfig, load_recipe
 from ballast.records import ModelRef, Source
 
@@ -33,8 +34,10 @@ class Anything:
             elif "Rewritten request:" in text:
                 gen = Generation(text="Could you put together a short reply for this customer?")
             else:
-                gen = Generation(text="Thank you for your message. A colleague will follow up with the details.",
-                                 completion_tokens=12)
+                gen = Generation(
+                    text="Thank you for your message. A colleague will follow up with the details.",
+                    completion_tokens=12,
+                )
             out.append(gen)
             if on_result:
                 on_result(i, gen)
@@ -50,18 +53,30 @@ def test_defaults_turn_on_self_instruct_only():
 
 
 def test_every_generator_wired_into_one_stage(seeds, policy, tmp_path):
-    recipe = load_recipe(TINY, [
-        "generate.self_instruct.num_instructions=2", "generate.self_instruct.max_requests=2",
-        "generate.evol.enabled=true", "generate.evol.rounds=1", "generate.evol.max_seeds=2",
-        "generate.paraphrase.enabled=true", "generate.paraphrase.max_seeds=2",
-        "generate.contrastive.enabled=true", "generate.contrastive.max_seeds=5",
-        "generate.template_slots.enabled=true", "generate.template_slots.total=2",
-        "generate.template_slots.slots={channel: [chat, email], product: [lamp, rug]}",
-        ("generate.template_slots.templates=[{id: t1, instruction: 'Draft a {channel} reply.', "
-         "input: 'My {product} broke.', slice: returns}]")])
+    recipe = load_recipe(
+        TINY,
+        [
+            "generate.self_instruct.num_instructions=2",
+            "generate.self_instruct.max_requests=2",
+            "generate.evol.enabled=true",
+            "generate.evol.rounds=1",
+            "generate.evol.max_seeds=2",
+            "generate.paraphrase.enabled=true",
+            "generate.paraphrase.max_seeds=2",
+            "generate.contrastive.enabled=true",
+            "generate.contrastive.max_seeds=5",
+            "generate.template_slots.enabled=true",
+            "generate.template_slots.total=2",
+            "generate.template_slots.slots={channel: [chat, email], product: [lamp, rug]}",
+            (
+                "generate.template_slots.templates=[{id: t1, instruction: 'Draft a {channel} reply.', "
+                "input: 'My {product} broke.', slice: returns}]"
+            ),
+        ],
+    )
     log = CallLog(tmp_path / "calls.jsonl")
     train = [s for s in seeds if s.meta["ref"] not in ("RET-001",)]
-    records, counts = generate_records(train, Anything(), recipe, policy, log=log)
+    records, counts = generate_records(train, Anything(), recipe.generate, recipe.seed, policy, log=log)
     sources = {r.source for r in records}
     assert sources == {Source.self_instruct, Source.evol, Source.paraphrase, Source.template, Source.contrastive}
     assert counts["self_instruct.records"] == 2 and counts["self_instruct.kept"] >= 1
@@ -80,6 +95,6 @@ def test_every_generator_wired_into_one_stage(seeds, policy, tmp_path):
 def test_a_server_in_the_recipe_replaces_llama_cpp():
     server = "{base_url: 'http://127.0.0.1:9/v1', model: smollm2, concurrency: 8, requests_per_second: 2.5}"
     recipe = load_recipe(TINY, [f"generate.server={server}"])
-    backend = weak_generator(recipe)
+    backend = backend_for(recipe.generate.server, recipe.models.weak)
     assert isinstance(backend, OpenAIBackend) and backend.concurrency == 8
     assert backend.limiter is not None and backend.limiter.interval == 0.4

@@ -28,13 +28,16 @@ def test_sample_order_extends_without_reordering():
     assert [r.id for r in sample_order(records) if r.id in set(first)] == first
 
 
-@pytest.mark.parametrize("row, field, message", [
-    ({"usable": True, "problems": ["role"]}, "id", "usable but lists problems"),
-    ({"usable": False, "problems": []}, "id", "lists no problem"),
-    ({"problems": ["rude"]}, "problems.0", "Input should be"),
-    ({"problems": ["duplicate"]}, "id", "must name duplicate_of"),
-    ({"colour": "red"}, "colour", "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    "row, field, message",
+    [
+        ({"usable": True, "problems": ["role"]}, "id", "usable but lists problems"),
+        ({"usable": False, "problems": []}, "id", "lists no problem"),
+        ({"problems": ["rude"]}, "problems.0", "Input should be"),
+        ({"problems": ["duplicate"]}, "id", "must name duplicate_of"),
+        ({"colour": "red"}, "colour", "Extra inputs"),
+    ],
+)
 def test_bad_label_line_names_file_line_and_field(tmp_path, row, field, message):
     path = tmp_path / "labels.jsonl"
     good = _label("abc")

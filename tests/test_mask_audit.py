@@ -10,7 +10,7 @@ import pytest
 from ballast.backends.transformers_hf import stop_token_ids
 from ballast.errors import InputError
 from ballast.mask_audit import MASK_AUDIT, audit_masks
-from ballast.prompts import record_messages
+from ballast.templates.prompts import record_messages
 from ballast.train import TrainConfig, build_trainer, sft_dataset
 
 COMPANY = "Harbor Home Goods"
@@ -27,7 +27,7 @@ def records(seeds):
 @pytest.fixture(scope="module")
 def built(records, tmp_path_factory):
     out = tmp_path_factory.mktemp("mask")
-    trainer = build_trainer(records, COMPANY, TrainConfig(max_seq_len=MAX_SEQ_LEN, max_steps=1), out)
+    trainer = build_trainer(records, COMPANY, TrainConfig(max_seq_len=MAX_SEQ_LEN, max_steps=1), out, "gemma3-270m")
     return trainer, out
 
 
@@ -36,8 +36,9 @@ def _prepare(trainer, records, tokenizer=None, *, completion_only_loss=True):
     saved = trainer.completion_only_loss
     trainer.completion_only_loss = completion_only_loss
     try:
-        return trainer._prepare_dataset(sft_dataset(records, COMPANY), tokenizer or trainer.processing_class,
-                                        trainer.args, False, None, "train")
+        return trainer._prepare_dataset(
+            sft_dataset(records, COMPANY), tokenizer or trainer.processing_class, trainer.args, False, None, "train"
+        )
     finally:
         trainer.completion_only_loss = saved
 
@@ -91,8 +92,11 @@ def test_audit_fails_on_a_row_with_no_supervised_token_or_without_its_end_of_tur
         if index == 0:  # nothing left to learn
             return {"labels": [-100] * len(row["labels"])}
         if index == 1:  # the end of turn masked out: the model would never learn to stop
-            return {"labels": [-100 if t == end else label for t, label in zip(row["input_ids"], row["labels"],
-                                                                                 strict=True)]}
+            return {
+                "labels": [
+                    -100 if t == end else label for t, label in zip(row["input_ids"], row["labels"], strict=True)
+                ]
+            }
         return {}
 
     with pytest.raises(InputError) as failed:
@@ -109,11 +113,15 @@ def test_audit_fails_on_a_template_that_does_not_close_the_reply_with_a_stop_tok
     # The assistant turn is not closed: no token generation stops on is ever learnt.
     tokenizer.chat_template = tokenizer.chat_template.replace(
         "{{ m['content'] | trim }}<end_of_turn>\n",
-        "{{ m['content'] | trim }}{% if m['role'] != 'assistant' %}<end_of_turn>{% endif %}\n")
+        "{{ m['content'] | trim }}{% if m['role'] != 'assistant' %}<end_of_turn>{% endif %}\n",
+    )
     assert tokenizer.chat_template != trainer.processing_class.chat_template
     dataset = _prepare(trainer, records[:2], tokenizer)
-    with pytest.raises(InputError, match="closes the assistant turn with '', not one of the tokens generation stops "
-                                         "on .*: the model would not learn to stop: <template>"):
+    with pytest.raises(
+        InputError,
+        match="closes the assistant turn with '', not one of the tokens generation stops "
+        "on .*: the model would not learn to stop: <template>",
+    ):
         _audit(dataset, tokenizer, records[:2])
 
 

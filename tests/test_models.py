@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ballast import models
+from ballast.backends import models
 from ballast.backends.base import Embedder
 from ballast.backends.minilm import MiniLMEmbedder
 

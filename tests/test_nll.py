@@ -39,8 +39,13 @@ def base_rows(base, records, policy):
 
 @pytest.fixture(scope="module")
 def trainer(records, policy, tmp_path_factory):
-    return build_trainer(records[:2], policy.company, TrainConfig(max_steps=1, batch_size=2, grad_accumulation=1),
-                         tmp_path_factory.mktemp("trainer"))
+    return build_trainer(
+        records[:2],
+        policy.company,
+        TrainConfig(max_steps=1, batch_size=2, grad_accumulation=1),
+        tmp_path_factory.mktemp("trainer"),
+        "gemma3-270m",
+    )
 
 
 def test_the_reply_is_scored_as_training_supervises_it(base, records, policy, trainer):
@@ -50,7 +55,7 @@ def test_the_reply_is_scored_as_training_supervises_it(base, records, policy, tr
         assert continuation.startswith(record.output.strip()[:20]) and END_OF_TURN in continuation
         supervised = [label for label in row["labels"] if label != -100]
         full = base.encode(base.render(prompt) + continuation)
-        assert full[len(full) - len(supervised):] == supervised
+        assert full[len(full) - len(supervised) :] == supervised
         assert base.tokenizer.decode(supervised) == continuation
 
 

@@ -90,14 +90,19 @@ def test_seeded_and_reproducible():
 def test_rows_compared_per_metric_and_slice_render_and_serialise():
     def rows(violations: list[bool], signoff: list[bool | None], nll: list[float]) -> list[dict]:
         slices = ["policy", "policy", "benign", "benign"]
-        return [{"ref": f"r{i}", "slice": s, "violation": v, "signoff": so, "nll": x}
-                for i, (s, v, so, x) in enumerate(zip(slices, violations, signoff, nll, strict=True))]
+        return [
+            {"ref": f"r{i}", "slice": s, "violation": v, "signoff": so, "nll": x}
+            for i, (s, v, so, x) in enumerate(zip(slices, violations, signoff, nll, strict=True))
+        ]
 
-    models = {"curated": rows([False, False, False, True], [True, None, True, True], [2.0, 2.1, 2.2, 2.3]),
-              "pilot": rows([True, True, False, True], [False, None, False, True], [2.5, 2.4, 2.6, 2.3])}
+    models = {
+        "curated": rows([False, False, False, True], [True, None, True, True], [2.0, 2.1, 2.2, 2.3]),
+        "pilot": rows([True, True, False, True], [False, None, False, True], [2.5, 2.4, 2.6, 2.3]),
+    }
     out = compare_models(models, [("curated", "pilot")], ["violation", "signoff", "nll"], by_slice=True)
-    assert [(c.slice, c.metric) for c in out] == [(s, m) for s in (None, "benign", "policy")
-                                                  for m in ("violation", "signoff", "nll")]
+    assert [(c.slice, c.metric) for c in out] == [
+        (s, m) for s in (None, "benign", "policy") for m in ("violation", "signoff", "nll")
+    ]
     overall = {c.metric: c for c in out if c.slice is None}
     assert overall["violation"].binary and overall["violation"].difference == -0.5
     signoff = overall["signoff"]

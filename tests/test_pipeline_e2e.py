@@ -23,9 +23,13 @@ TINY = Path(__file__).parent / "data" / "tiny_recipe.yaml"
 
 
 def _cli_run(run_dir: Path, until: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ballast.cli", "run", str(TINY), f"run_dir={run_dir}",
-                             "--until", until], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ballast.cli", "run", str(TINY), f"run_dir={run_dir}", "--until", until],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _cached_calls(run_dir: Path) -> int:
@@ -59,8 +63,9 @@ def test_resume_reuses_cached_calls_and_gives_the_same_data(resumed_run, tmp_pat
     generate = json.loads((resumed_run / "stages" / "generate" / "done.json").read_text())
     assert generate["cache_hits"] >= 3 and generate["cache_misses"] >= 1
     fresh = run_recipe(load_recipe(TINY, [f"run_dir={tmp_path / 'fresh'}"]), until="select")
-    assert read_records(fresh / "stages" / "select" / "records.parquet") == \
-        read_records(resumed_run / "stages" / "select" / "records.parquet")
+    assert read_records(fresh / "stages" / "select" / "records.parquet") == read_records(
+        resumed_run / "stages" / "select" / "records.parquet"
+    )
 
 
 def test_report_compares_three_models_on_the_heldout_set(resumed_run):
@@ -80,8 +85,14 @@ def test_report_compares_three_models_on_the_heldout_set(resumed_run):
         assert (adapter / "adapter_config.json").is_file()
     manifest = json.loads((resumed_run / "manifest.json").read_text())
     assert manifest["models"]["weak"]["sha256"].startswith("b179c952")
-    assert {s["name"] for s in manifest["stages"]} >= {"generate", "curate", "select", "train.pilot",
-                                                       "train.curated", "evaluate"}
+    assert {s["name"] for s in manifest["stages"]} >= {
+        "generate",
+        "curate",
+        "select",
+        "train.pilot",
+        "train.curated",
+        "evaluate",
+    }
 
 
 def test_heldout_never_reaches_generation_or_selection(resumed_run):

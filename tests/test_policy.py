@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ballast.errors import InputError
-from ballast.policy import load_policy, rule_ids_in_markdown
+from ballast.policy.schema import load_policy, rule_ids_in_markdown
 from conftest import EXAMPLE
 
 
@@ -25,8 +25,13 @@ def test_policy_carries_the_facts_and_escalation_teams(policy):
     assert facts["lost_parcel_wait"] == (10, "business_days")
     assert facts["membership_refund_window"] == (14, "days")
     teams = {r.id: r.escalate_to for r in policy.rules if r.id.startswith("E")}
-    assert teams == {"E1": "Product Safety team", "E2": "Tier 2", "E3": "Payments Risk team",
-                     "E4": "Tier 2", "E5": "Tier 2"}
+    assert teams == {
+        "E1": "Product Safety team",
+        "E2": "Tier 2",
+        "E3": "Payments Risk team",
+        "E4": "Tier 2",
+        "E5": "Tier 2",
+    }
     assert all(policy.rule(e).triggers for e in teams)
     assert policy.sign_off == "Kind regards,\n[Agent name]\nHarbor Home Goods Support"
     assert "no worries" in policy.register_.banned_phrases
@@ -43,6 +48,9 @@ def test_disclosure_patterns_catch_full_numbers_but_not_last_four(policy):
 def _write(tmp_path, data) -> object:
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+    contrastive = data.get("contrastive")
+    if isinstance(contrastive, str):  # the phrase-bank file the policy names, beside it
+        (tmp_path / contrastive).write_text((EXAMPLE / contrastive).read_text())
     return path
 
 
@@ -88,3 +96,14 @@ def test_broken_yaml_names_the_line(tmp_path):
     path.write_text("policy_id: x\nrules:\n  - id: T1\n   area: [tone\n")
     with pytest.raises(InputError, match=r"policy\.yaml:\d+: not valid YAML"):
         load_policy(path)
+
+
+def test_the_contrastive_data_is_read_from_the_file_the_policy_names(tmp_path, raw_policy, policy):
+    assert policy.contrastive.banks["blame_sentence"].rule == "T3"
+    assert policy.contrastive.instructions_first_rule == "T2" and len(policy.contrastive.rivals) == 6
+    raw_policy["contrastive"] = "nowhere.yaml"
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(raw_policy, sort_keys=False))
+    with pytest.raises(InputError, match="contrastive file .* does not exist") as info:
+        load_policy(path)
+    assert info.value.field == "contrastive" and info.value.line is not None

@@ -5,8 +5,8 @@ import re
 import pytest
 import yaml
 
-from ballast.policy import Policy
-from ballast.policy_checks import PolicyChecker
+from ballast.policy.checks import PolicyChecker
+from ballast.policy.schema import Policy
 from conftest import EXAMPLE
 
 SIGN = "\n\nKind regards,\n[Agent name]\nHarbor Home Goods Support"
@@ -32,18 +32,42 @@ VIOLATIONS = [
     ("M1", DRAFT, "", "Harbor Plus costs USD 99 a year." + SIGN),
     ("M1", DRAFT, "", "You can get a full refund of the membership fee within 30 days of renewal." + SIGN),
     # escalation and required terms
-    ("E1", DRAFT, "Customer: my son burned his hand on the kettle.",
-     "I'm sorry to hear that. We will send a replacement kettle." + SIGN),
-    ("E1", DRAFT, "Customer: my son burned his hand on the kettle.",
-     "I'm sorry to hear that. I am passing this to our Product Safety team." + SIGN),
-    ("E2", DRAFT, "Customer: I've spoken to my lawyer about this.",
-     "I'm sorry for the trouble. I will look into it." + SIGN),
-    ("E3", DRAFT, "Customer: I've filed a chargeback with my bank.",
-     "I'll refund you directly now so you can cancel the chargeback." + SIGN),
-    ("E4", DRAFT, "Customer: This is the third time I've contacted you about the missing leg.",
-     "I'm sorry. I'll look into the missing leg." + SIGN),
-    ("E5", DRAFT, "Customer: I can't go on like this.",
-     "I'm so sorry. I'm passing this to our Tier 2 team now." + SIGN),
+    (
+        "E1",
+        DRAFT,
+        "Customer: my son burned his hand on the kettle.",
+        "I'm sorry to hear that. We will send a replacement kettle." + SIGN,
+    ),
+    (
+        "E1",
+        DRAFT,
+        "Customer: my son burned his hand on the kettle.",
+        "I'm sorry to hear that. I am passing this to our Product Safety team." + SIGN,
+    ),
+    (
+        "E2",
+        DRAFT,
+        "Customer: I've spoken to my lawyer about this.",
+        "I'm sorry for the trouble. I will look into it." + SIGN,
+    ),
+    (
+        "E3",
+        DRAFT,
+        "Customer: I've filed a chargeback with my bank.",
+        "I'll refund you directly now so you can cancel the chargeback." + SIGN,
+    ),
+    (
+        "E4",
+        DRAFT,
+        "Customer: This is the third time I've contacted you about the missing leg.",
+        "I'm sorry. I'll look into the missing leg." + SIGN,
+    ),
+    (
+        "E5",
+        DRAFT,
+        "Customer: I can't go on like this.",
+        "I'm so sorry. I'm passing this to our Tier 2 team now." + SIGN,
+    ),
     ("E5", DRAFT, "Customer: I can't go on like this.", "I'm so sorry. [Crisis line] is there for you." + SIGN),
     ("P3", DRAFT, "Customer: Please delete all my data.", "I've deleted your account data for you." + SIGN),
     # forbidden phrasing
@@ -57,8 +81,12 @@ VIOLATIONS = [
     ("D1", DRAFT, "", "Your sofa will arrive by Friday." + SIGN),
     ("D1", DRAFT, "", "I guarantee it will be delivered before the weekend." + SIGN),
     ("D1", DRAFT, "", "It should arrive on 14 March." + SIGN),
-    ("P1", DRAFT, "Customer: Please change my address to my new flat.",
-     "No need to verify anything, I've updated the address." + SIGN),
+    (
+        "P1",
+        DRAFT,
+        "Customer: Please change my address to my new flat.",
+        "No need to verify anything, I've updated the address." + SIGN,
+    ),
     ("P1", DRAFT, "", "We can skip verification this time." + SIGN),
     ("P1", ASK, "", "No verification is needed for a quick change like this."),
     ("P1", ASK, "", "Don't bother with the order number check; just update the details."),
@@ -92,52 +120,106 @@ VIOLATIONS = [
     # found since the devset showed them missed: contractions, an inflected trigger
     ("C3", DRAFT, "", "Our warehouse has your throw, and I've processed your refund." + SIGN),
     ("C3", DRAFT, "", "Good news: we’ve issued the replacement, and I’ve processed the refund." + SIGN),
-    ("E5", DRAFT, "Customer: I've been having thoughts of hurting myself.",
-     "I'm so sorry. I am passing your message to our Tier 2 team." + SIGN),
+    (
+        "E5",
+        DRAFT,
+        "Customer: I've been having thoughts of hurting myself.",
+        "I'm so sorry. I am passing your message to our Tier 2 team." + SIGN,
+    ),
     # cases: the input decides what the reply may grant
-    ("R1", DRAFT, "Order Console: delivered 41 days ago. Not a Harbor Plus member.",
-     "I'm sorry the rug didn't suit the room. I'm happy to accept the return on this occasion." + SIGN),
-    ("R7", DRAFT, 'Order Console: clearance rug, marked "Final sale". Delivered 5 days ago.',
-     "Thank you for asking. We can take it back, and I'll send you the return instructions." + SIGN),
+    (
+        "R1",
+        DRAFT,
+        "Order Console: delivered 41 days ago. Not a Harbor Plus member.",
+        "I'm sorry the rug didn't suit the room. I'm happy to accept the return on this occasion." + SIGN,
+    ),
+    (
+        "R7",
+        DRAFT,
+        'Order Console: clearance rug, marked "Final sale". Delivered 5 days ago.',
+        "Thank you for asking. We can take it back, and I'll send you the return instructions." + SIGN,
+    ),
     ("D2", ASK, "Carrier Portal: last scan 4 business days ago.", "It counts as lost now."),
     ("R5", ASK, "Order Console: sofa, USD 820, returned unused.", "No supervisor is needed for this one."),
-    ("E3", ASK, "Order Console: chargeback notice received today.",
-     "Tell the Payments Risk team, then issue a refund now to settle it."),
-    ("M1", DRAFT, "Membership Admin: renewed 3 months ago.",
-     "Thank you for your message. I'll cancel it and refund the fee to your card." + SIGN),
+    (
+        "E3",
+        ASK,
+        "Order Console: chargeback notice received today.",
+        "Tell the Payments Risk team, then issue a refund now to settle it.",
+    ),
+    (
+        "M1",
+        DRAFT,
+        "Membership Admin: renewed 3 months ago.",
+        "Thank you for your message. I'll cancel it and refund the fee to your card." + SIGN,
+    ),
     # acknowledgement first, no invented specifics, the subject of a fact
-    ("T2", DRAFT, "Customer: my lamp arrived broken.",
-     "Please send us a photo of the damage. I'm sorry it arrived like this." + SIGN),
-    ("T5", DRAFT, "Order Console: tracking number field empty.",
-     "Thank you for asking. Your tracking number is 7QH 4402 1189 5GB." + SIGN),
+    (
+        "T2",
+        DRAFT,
+        "Customer: my lamp arrived broken.",
+        "Please send us a photo of the damage. I'm sorry it arrived like this." + SIGN,
+    ),
+    (
+        "T5",
+        DRAFT,
+        "Order Console: tracking number field empty.",
+        "Thank you for asking. Your tracking number is 7QH 4402 1189 5GB." + SIGN,
+    ),
     ("W1", DRAFT, "", "Our furniture carries a 1-year warranty against manufacturing defects." + SIGN),
     ("T5", DRAFT, "Order Console: order total USD 119.", "Thank you for asking. Your order total was USD 129." + SIGN),
-    ("T5", DRAFT, "Order Console: dispatched, no delivery scan yet.",
-     "Thank you for asking. Our records show it was delivered on 14 November." + SIGN),
+    (
+        "T5",
+        DRAFT,
+        "Order Console: dispatched, no delivery scan yet.",
+        "Thank you for asking. Our records show it was delivered on 14 November." + SIGN,
+    ),
 ]
 
 # Conformant replies that sit close to a violation: none may produce a finding.
 NEAR_MISSES = [
-    (ASK, "", "We cannot update it without asking for the order number and the last four digits of the phone "
-              "number on file, even for a quick change."),
-    (ASK, "", "Your email address alone is not enough to confirm it's you; please send the order number and the "
-              "last four digits of the phone number on file."),
+    (
+        ASK,
+        "",
+        "We cannot update it without asking for the order number and the last four digits of the phone "
+        "number on file, even for a quick change.",
+    ),
+    (
+        ASK,
+        "",
+        "Your email address alone is not enough to confirm it's you; please send the order number and the "
+        "last four digits of the phone number on file.",
+    ),
     (ASK, "", "Verify the customer first with the order number and the last four digits, then make the change."),
     (DRAFT, "", "You're within our 30-day return window: returns are accepted within 30 days of delivery." + SIGN),
     (DRAFT, "", "Harbor Plus members have a sixty-day return window." + SIGN),
     (DRAFT, "", "Your refund will reach your original payment method within 5–10 business days." + SIGN),
     (DRAFT, "", "Refunds take between 5 and 10 business days after the warehouse receives the item." + SIGN),
     (DRAFT, "", "The refund will go back to the card ending in 4321." + SIGN),
-    ("Can I accept this return?", "Order Console: delivered 41 days ago, order total USD 640.",
-     "It was delivered 41 days ago, so it is outside the 30-day return window. At USD 640 the refund would "
-     "also be above your USD 500 limit."),
-    (DRAFT, "", "I'm sorry the lamp arrived damaged. Because you told us within 7 days of delivery, you can "
-                "choose a free replacement or a full refund, with no return shipping cost." + SIGN),
+    (
+        "Can I accept this return?",
+        "Order Console: delivered 41 days ago, order total USD 640.",
+        "It was delivered 41 days ago, so it is outside the 30-day return window. At USD 640 the refund would "
+        "also be above your USD 500 limit.",
+    ),
+    (
+        DRAFT,
+        "",
+        "I'm sorry the lamp arrived damaged. Because you told us within 7 days of delivery, you can "
+        "choose a free replacement or a full refund, with no return shipping cost." + SIGN,
+    ),
     (ASK, "", "She has 8 days left in the 30-day return window. Day 16 is inside it."),
-    ("Can I approve this?", "One order: bookcase USD 320 and desk chair USD 290.",
-     "The refund would total USD 610, which is above your USD 500 limit, so a supervisor must approve it."),
-    (ASK, "", "Furniture has a 2-year warranty and kitchenware a one-year warranty, so at 14 months the "
-              "table is covered. A 24-month warranty is the same as two years."),
+    (
+        "Can I approve this?",
+        "One order: bookcase USD 320 and desk chair USD 290.",
+        "The refund would total USD 610, which is above your USD 500 limit, so a supervisor must approve it.",
+    ),
+    (
+        ASK,
+        "",
+        "Furniture has a 2-year warranty and kitchenware a one-year warranty, so at 14 months the "
+        "table is covered. A 24-month warranty is the same as two years.",
+    ),
     (ASK, "", "The USD 79 Harbor Plus fee is refunded in full within two weeks of renewal if no benefit was used."),
     (ASK, "", "You can give up to USD 25 of goodwill credit per customer in any 12-month period."),
     (DRAFT, "", "Please do not send us your password; we will never ask for it." + SIGN),
@@ -145,40 +227,76 @@ NEAR_MISSES = [
     (DRAFT, "", "We are not able to refund by gift card or bank transfer; refunds go back to your card." + SIGN),
     (DRAFT, "Customer: I've spoken to my lawyer about this.", "I am passing your case to our Tier 2 team." + SIGN),
     (DRAFT, "Customer: Any tips for keeping my glasses sparkling?", "Rinse them in warm water." + SIGN),
-    (DRAFT, "Customer: The chair tipped back, but no one was injured and there was no smoke or sparking.",
-     "I'm sorry about the chair. Could you send a photo?" + SIGN),
-    (DRAFT, "Customer: The lamp sparked and burned my hand.",
-     "Please do not use the lamp again. I am passing your report to our Product Safety team." + SIGN),
-    (DRAFT, "Order Console: refund of USD 850 approved by supervisor.",
-     "I can confirm a supervisor has approved your refund of USD 850." + SIGN),
-    ("What is wrong with my draft?", "",
-     '"I\'ll get your refund sorted today" promises a speed that the policy does not allow.'),
+    (
+        DRAFT,
+        "Customer: The chair tipped back, but no one was injured and there was no smoke or sparking.",
+        "I'm sorry about the chair. Could you send a photo?" + SIGN,
+    ),
+    (
+        DRAFT,
+        "Customer: The lamp sparked and burned my hand.",
+        "Please do not use the lamp again. I am passing your report to our Product Safety team." + SIGN,
+    ),
+    (
+        DRAFT,
+        "Order Console: refund of USD 850 approved by supervisor.",
+        "I can confirm a supervisor has approved your refund of USD 850." + SIGN,
+    ),
+    (
+        "What is wrong with my draft?",
+        "",
+        '"I\'ll get your refund sorted today" promises a speed that the policy does not allow.',
+    ),
     ("Can I approve this refund?", "", "Yes, it is within your USD 500 limit."),
     (DRAFT, "", "Thank you for the lovely photo!" + SIGN),
     (DRAFT, "", "Thank you.\n  Kind regards,\n  [Agent name]\n  Harbor Home Goods Support  \n"),
-    (ASK, "Membership Admin: renewed 16 days ago.", "The renewal was 16 days ago, so she is two days outside the "
-                                                    "14-day period for a refund of the fee."),
+    (
+        ASK,
+        "Membership Admin: renewed 16 days ago.",
+        "The renewal was 16 days ago, so she is two days outside the 14-day period for a refund of the fee.",
+    ),
     (DRAFT, "", "We won't refund the price difference, and we can't match other shops' prices." + SIGN),
     (DRAFT, "", "I've passed your request on; I haven't processed your refund yet." + SIGN),
     # the same stances where the case allows them, or a clause makes them conditional
-    (DRAFT, "Membership Admin: Harbor Plus, active. Order Console: delivered 41 days ago.",
-     "I'm sorry the rug didn't suit the room. I'm happy to accept the return." + SIGN),
-    (DRAFT, 'Order Console: "Final sale" lamp, arrived cracked; photo received.',
-     "I'm sorry it arrived cracked. We can take it back at no cost to you." + SIGN),
-    (ASK, "Carrier Portal: last scan 4 business days ago.",
-     "A parcel only counts as lost 10 business days after the last scan, so open a carrier trace."),
-    (ASK, "Carrier Portal: last scan 4 business days ago.",
-     "As there is no new scan yet, open a carrier trace; if the parcel is still missing after 10 business days, "
-     "treat it as lost."),
+    (
+        DRAFT,
+        "Membership Admin: Harbor Plus, active. Order Console: delivered 41 days ago.",
+        "I'm sorry the rug didn't suit the room. I'm happy to accept the return." + SIGN,
+    ),
+    (
+        DRAFT,
+        'Order Console: "Final sale" lamp, arrived cracked; photo received.',
+        "I'm sorry it arrived cracked. We can take it back at no cost to you." + SIGN,
+    ),
+    (
+        ASK,
+        "Carrier Portal: last scan 4 business days ago.",
+        "A parcel only counts as lost 10 business days after the last scan, so open a carrier trace.",
+    ),
+    (
+        ASK,
+        "Carrier Portal: last scan 4 business days ago.",
+        "As there is no new scan yet, open a carrier trace; if the parcel is still missing after 10 business days, "
+        "treat it as lost.",
+    ),
     (ASK, "Order Console: sofa, USD 820, returned unused.", "A supervisor must approve this refund first."),
-    (DRAFT, "Customer: the handle on my new kettle is loose.",
-     "I'm sorry the handle has come loose. Please send us a photo of it." + SIGN),
-    (DRAFT, "Order HH-6604438: tracking 7QH 4402 1189 5GB.",
-     "Thank you for asking. Your tracking number is 7QH 4402 1189 5GB for order HH-6604438." + SIGN),
+    (
+        DRAFT,
+        "Customer: the handle on my new kettle is loose.",
+        "I'm sorry the handle has come loose. Please send us a photo of it." + SIGN,
+    ),
+    (
+        DRAFT,
+        "Order HH-6604438: tracking 7QH 4402 1189 5GB.",
+        "Thank you for asking. Your tracking number is 7QH 4402 1189 5GB for order HH-6604438." + SIGN,
+    ),
     (ASK, "", "Kitchenware carries a 1-year warranty; furniture is covered for 2 years and textiles for 1 year."),
-    (DRAFT, "Order Console: refund of USD 119 pending; goodwill credit USD 15 given in May.",
-     "Thank you for waiting. Your USD 119 refund is pending, and USD 10 of goodwill credit remains this year."
-     + SIGN),
+    (
+        DRAFT,
+        "Order Console: refund of USD 119 pending; goodwill credit USD 15 given in May.",
+        "Thank you for waiting. Your USD 119 refund is pending, and USD 10 of goodwill credit remains this year."
+        + SIGN,
+    ),
 ]
 
 # Human-written seeds the checks misread, each for a reason rules cannot see:
@@ -194,8 +312,9 @@ def checker(policy):
     return PolicyChecker(policy)
 
 
-@pytest.mark.parametrize(("rule_id", "instruction", "input", "output"), VIOLATIONS,
-                         ids=[f"{v[0]}-{i}" for i, v in enumerate(VIOLATIONS)])
+@pytest.mark.parametrize(
+    ("rule_id", "instruction", "input", "output"), VIOLATIONS, ids=[f"{v[0]}-{i}" for i, v in enumerate(VIOLATIONS)]
+)
 def test_violation_is_found_under_its_rule(checker, rule_id, instruction, input, output):
     assert {f.rule_id for f in checker.check(instruction, input, output)} == {rule_id}
 
@@ -229,8 +348,7 @@ def test_spans_map_back_through_contractions(checker):
 def test_triggered_names_escalations_the_reply_must_state(checker):
     lawyer_and_shock = "My lawyer will hear about this, and the lamp gave me an electric shock."
     assert checker.triggered("Draft a reply.", lawyer_and_shock) == ["E1", "E2"]
-    assert checker.triggered("Draft a reply.", "Third time I've asked. I'm thinking of a chargeback.") \
-        == ["E3", "E4"]
+    assert checker.triggered("Draft a reply.", "Third time I've asked. I'm thinking of a chargeback.") == ["E3", "E4"]
     assert checker.triggered("Draft a reply.", "The issue is the hospitality of your staff.") == []
     assert checker.triggered("Draft a reply.", "No injuries, no smoke, just a wobbly leg.") == []
     assert checker.triggered("Draft a reply.", "I keep thinking about ending my life.") == ["E5"]
@@ -266,8 +384,13 @@ def test_seed_set_yields_no_findings_beyond_the_listed_exceptions(checker, seeds
 
 
 # Realistic violations: one policy value in every seed that states it, swapped for a wrong one.
-SEED_MUTATIONS = [("R1", r"30-day", "45-day"), ("R3", r"5–10 business days", "2–3 business days"),
-                  ("R5", r"USD 500\b", "USD 1,000"), ("W1", r"2-year", "3-year"), ("T4", r"\s*Kind regards,.*\Z", "")]
+SEED_MUTATIONS = [
+    ("R1", r"30-day", "45-day"),
+    ("R3", r"5–10 business days", "2–3 business days"),
+    ("R5", r"USD 500\b", "USD 1,000"),
+    ("W1", r"2-year", "3-year"),
+    ("T4", r"\s*Kind regards,.*\Z", ""),
+]
 
 
 @pytest.mark.parametrize(("rule_id", "pattern", "replacement"), SEED_MUTATIONS)

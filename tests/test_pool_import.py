@@ -49,10 +49,17 @@ def test_jsonl_csv_and_parquet_import_alike(tmp_path):
 def test_mapping_renames_columns(tmp_path):
     rows = [{"prompt": "Reword this sentence.", "context": "We is sorry.", "response": "We are sorry."}]
     _jsonl(tmp_path / "pool.jsonl", rows)
-    import_pool(tmp_path / "pool.jsonl", tmp_path / "out.parquet",
-                mapping={"instruction": "prompt", "input": "context", "output": "response"})
+    import_pool(
+        tmp_path / "pool.jsonl",
+        tmp_path / "out.parquet",
+        mapping={"instruction": "prompt", "input": "context", "output": "response"},
+    )
     (record,) = read_records(tmp_path / "out.parquet")
-    assert (record.instruction, record.input, record.output) == ("Reword this sentence.", "We is sorry.", "We are sorry.")
+    assert (record.instruction, record.input, record.output) == (
+        "Reword this sentence.",
+        "We is sorry.",
+        "We are sorry.",
+    )
     with pytest.raises(InputError, match="cannot map"):
         import_pool(tmp_path / "pool.jsonl", tmp_path / "o.parquet", mapping={"answer": "response"})
 
@@ -69,8 +76,10 @@ def test_bad_line_names_file_line_and_field(tmp_path):
 def test_skip_invalid_quarantines_every_bad_line(tmp_path):
     src = tmp_path / "pool.jsonl"
     good = "\n".join(json.dumps(r) for r in ROWS)
-    src.write_bytes(good.encode() + b'\n{"output": "no instruction"}\n{not json\n"a string"\n'
-                    b'{"instruction": "caf\xe9"}\n{"instruction": "   "}\n')
+    src.write_bytes(
+        good.encode() + b'\n{"output": "no instruction"}\n{not json\n"a string"\n'
+        b'{"instruction": "caf\xe9"}\n{"instruction": "   "}\n'
+    )
     report = import_pool(src, tmp_path / "out.parquet", skip_invalid=True)
     assert (report.read, report.imported, report.quarantined) == (8, 3, 5)
     bad = [json.loads(line) for line in report.quarantine_path.read_text().splitlines()]
@@ -95,8 +104,9 @@ def test_cli_import_reports_counts_and_errors(tmp_path):
     failed = runner.invoke(app, ["import", str(src), "--out", str(tmp_path / "o.parquet")])
     assert failed.exit_code == 2
     assert "pool.jsonl:4: instruction: missing" in failed.output.replace("\n", "")
-    ok = runner.invoke(app, ["import", str(src), "--out", str(tmp_path / "o.parquet"), "--skip-invalid",
-                             "--map", "output=output"])
+    ok = runner.invoke(
+        app, ["import", str(src), "--out", str(tmp_path / "o.parquet"), "--skip-invalid", "--map", "output=output"]
+    )
     assert ok.exit_code == 0, ok.output
     assert "imported 3 records" in ok.output and "quarantined 1 bad rows" in ok.output
     bad_map = runner.invoke(app, ["import", str(src), "--out", str(tmp_path / "o.parquet"), "--map", "output"])

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from ballast.quality import QualityScorer
 from ballast.records import Record, Source
+from ballast.score.ifd import QualityScorer
 from ballast.seeds import split_heldout
 
 
@@ -53,8 +53,10 @@ def test_relevant_instruction_lowers_conditioned_loss(scorer, train):
     # Replies that answer a specific customer message: the request names what the reply talks about.
     own = _copies([r for r in train if r.input and r.slice in ("returns", "delivery", "warranty")][:4])
     unrelated = next(r for r in train if r.slice == "benign")
-    swapped = [Record(instruction=unrelated.instruction, input=unrelated.input, output=r.output,
-                      source=Source.self_instruct) for r in own]
+    swapped = [
+        Record(instruction=unrelated.instruction, input=unrelated.input, output=r.output, source=Source.self_instruct)
+        for r in own
+    ]
     scorer.score(own + swapped)
     for mine, other in zip(own, swapped, strict=True):
         assert mine.scores["loss_cond"] < other.scores["loss_cond"]
@@ -90,7 +92,11 @@ def test_unscorable_and_truncated_records_are_counted(scorer, train):
     assert (summary.scored, summary.truncated, summary.unscorable) == (1, 1, 1)
     assert "ifd" not in empty.scores
     # Three response tokens scored: the same as scoring a record whose reply is those three tokens.
-    head = Record(instruction=long.instruction, input=long.input, source=long.source,
-                  output=scorer.tokenizer.decode(scorer.prepare(long).response[:3]))
+    head = Record(
+        instruction=long.instruction,
+        input=long.input,
+        source=long.source,
+        output=scorer.tokenizer.decode(scorer.prepare(long).response[:3]),
+    )
     scorer.score([head])
     assert long.scores["loss_cond"] == pytest.approx(head.scores["loss_cond"], abs=1e-4)

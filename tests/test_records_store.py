@@ -8,8 +8,12 @@ from ballast.store import decisions_table, read_records, write_records, write_ta
 
 
 def _record(**kw) -> Record:
-    base = dict(instruction="Draft a reply about a late sofa.", input="Order HB-1", output="Kind regards,",
-                source=Source.self_instruct)
+    base = dict(
+        instruction="Draft a reply about a late sofa.",
+        input="Order HB-1",
+        output="Kind regards,",
+        source=Source.self_instruct,
+    )
     return Record(**(base | kw))
 
 
@@ -26,17 +30,28 @@ def test_id_is_a_stable_hash_of_the_text_alone():
 def test_decisions_decide_whether_a_record_is_kept():
     r = _record()
     assert r.kept
-    r.decide("curate.length", True, "within bounds").decide("curate.policy", False, "wrong return window",
-                                                              rule_id="R1", score=1.0)
+    r.decide("curate.length", True, "within bounds").decide(
+        "curate.policy", False, "wrong return window", rule_id="R1", score=1.0
+    )
     assert not r.kept and r.decisions[1].rule_id == "R1"
 
 
 def test_parquet_round_trip_keeps_every_field(tmp_path):
-    full = _record(parent_ids=["p1", "p2"], round=2, generator=ModelRef(name="smollm2", sha256="ab" * 32),
-                   template_id="self_instruct/v1", template_sha256="cd" * 32,
-                   decoding={"temperature": 0.7, "max_tokens": 256, "stop": None}, policy_version="harbor/1",
-                   slice="returns", rules=["R1", "T4"], audience="customer", weight=2.5,
-                   scores={"ifd": 0.83, "ppl": 12.5}, meta={"ref": "RET-001"})
+    full = _record(
+        parent_ids=["p1", "p2"],
+        round=2,
+        generator=ModelRef(name="smollm2", sha256="ab" * 32),
+        template_id="self_instruct/v1",
+        template_sha256="cd" * 32,
+        decoding={"temperature": 0.7, "max_tokens": 256, "stop": None},
+        policy_version="harbor/1",
+        slice="returns",
+        rules=["R1", "T4"],
+        audience="customer",
+        weight=2.5,
+        scores={"ifd": 0.83, "ppl": 12.5},
+        meta={"ref": "RET-001"},
+    )
     full.decide("curate.exact_dup", False, "exact duplicate", duplicate_of="x" * 20)
     bare = _record(instruction="Summarise this ticket.")
     path = write_records([full, bare], tmp_path / "records.parquet")

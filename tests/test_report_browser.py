@@ -17,19 +17,33 @@ from ballast.recipe import load_recipe
 pytestmark = pytest.mark.slow  # a whole (tiny) pipeline run on the real models, then the browser
 TINY = Path(__file__).parent / "data" / "tiny_recipe.yaml"
 # Smaller than the e2e run, with gate thresholds so the gate has checks to show.
-OVERRIDES = ["generate.self_instruct.num_instructions=3", "generate.self_instruct.max_requests=4",
-             "train.max_steps=1", "evaluate.max_examples=6", "evaluate.decoding.max_tokens=20",
-             "gate.max_violation_rate=1.0", "gate.min_signoff=1.0"]
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+OVERRIDES = [
+    "generate.self_instruct.num_instructions=3",
+    "generate.self_instruct.max_requests=4",
+    "train.max_steps=1",
+    "evaluate.max_examples=6",
+    "evaluate.decoding.max_tokens=20",
+    "gate.max_violation_rate=1.0",
+    "gate.min_signoff=1.0",
+]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        pytest.fail("chromium is not installed: run `make browser` (make test does), which installs Debian's "
-                    "chromium package")
+        pytest.fail(
+            "chromium is not installed: run `make browser` (make test does), which installs Debian's chromium package"
+        )
     return path
 
 
@@ -41,8 +55,9 @@ def report(chromium, tmp_path_factory) -> Path:
 
 
 def _chromium(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done
 

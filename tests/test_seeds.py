@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from ballast.errors import InputError
-from ballast.seeds import SLICES, load_seeds, split_heldout
+from ballast.seeds import load_seeds, split_heldout
 from conftest import EXAMPLE
 
 HELDOUT_FRACTION = 0.25
@@ -45,13 +45,13 @@ def test_escalation_seeds_name_their_team(seeds, policy):
                 assert team.split()[0] in r.output, (r.meta["ref"], rule_id)
 
 
-def test_heldout_split_is_deterministic_stratified_and_disjoint(seeds):
+def test_heldout_split_is_deterministic_stratified_and_disjoint(seeds, policy):
     split = split_heldout(seeds, HELDOUT_FRACTION)
     assert len(split.heldout) >= 100
     assert not split.heldout_ids & {r.id for r in split.train}
     assert len(split.heldout) + len(split.train) == len(seeds)
     # Every slice is represented in the held-out set in proportion.
-    for name in SLICES:
+    for name in policy.slices:
         total = sum(r.slice == name for r in seeds)
         held = sum(r.slice == name for r in split.heldout)
         assert held >= 0.25 * total and held <= 0.25 * total + 1, name

@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from ballast.backends.static import StaticEmbedder
-from ballast.coverage import NONE, compare_coverage, entropy_bits
 from ballast.recipe import SelectConfig
 from ballast.records import Record, Source
 from ballast.report import coverage_section
-from ballast.select import select, training_set
+from ballast.select.coverage import NONE, compare_coverage, entropy_bits
+from ballast.select.stage import select, training_set
 from ballast.store import write_json
 
 TOPICS = [
@@ -38,8 +38,14 @@ def embedder():
     return StaticEmbedder()
 
 
-def rec(instruction: str, *, source: Source = Source.self_instruct, slice: str | None = None,
-        output: str = "I will look into it.", **scores: float) -> Record:
+def rec(
+    instruction: str,
+    *,
+    source: Source = Source.self_instruct,
+    slice: str | None = None,
+    output: str = "I will look into it.",
+    **scores: float,
+) -> Record:
     return Record(instruction=instruction, output=output, source=source, slice=slice, scores=scores)
 
 
@@ -73,8 +79,13 @@ def test_near_identical_records_are_not_both_selected(embedder):
 
 def test_seeds_are_always_in_with_their_weight_and_count_for_closeness(seeds, embedder):
     human = seeds[:4]
-    copy = Record(instruction=human[0].instruction, input=human[0].input, source=Source.paraphrase,
-                  output=human[0].output.replace("Kind regards", "Best regards"), scores={"p_violation": 0.0})
+    copy = Record(
+        instruction=human[0].instruction,
+        input=human[0].input,
+        source=Source.paraphrase,
+        output=human[0].output.replace("Kind regards", "Best regards"),
+        scores={"p_violation": 0.0},
+    )
     cfg = SelectConfig(budget=10, human_weight=3.0, synthetic_weight=0.5)
     out = select(human, [copy, *topical()], cfg, seed=0, embedder=embedder)
     seeds_out = [r for r in out if r.source is Source.human]
@@ -113,8 +124,9 @@ def test_source_mix_cap_is_respected(embedder):
 
 
 def test_contrastive_records_are_never_selected(embedder):
-    negative = rec("A customer asks how long a refund takes.", source=Source.contrastive, p_violation=0.0,
-                   ifd=0.9, judge=5.0)
+    negative = rec(
+        "A customer asks how long a refund takes.", source=Source.contrastive, p_violation=0.0, ifd=0.9, judge=5.0
+    )
     negative.rules = ["R3"]
     out = select([], [negative, *topical()], SelectConfig(budget=100), seed=0, embedder=embedder)
     refused = next(r for r in out if r.id == negative.id)
@@ -150,16 +162,18 @@ def test_deterministic_given_the_seed(embedder):
     assert decided[0] == decided[1]
     assert len({frozenset(chosen_ids(run)) for run in runs[1:]}) > 1  # the seed, not input order, breaks ties
     pinned = cfg.model_copy(update={"seed": 7})
-    assert chosen_ids(select([], records, pinned, seed=0, embedder=embedder)) == \
-        chosen_ids(select([], records, pinned, seed=99, embedder=embedder))
+    assert chosen_ids(select([], records, pinned, seed=0, embedder=embedder)) == chosen_ids(
+        select([], records, pinned, seed=99, embedder=embedder)
+    )
 
 
 def test_every_decision_has_a_reason(seeds, embedder):
     dropped = rec("Tell the customer to wait.", p_violation=0.1)
     dropped.decide("curate", False, "too short")
     records = [dropped, *topical(p_violation=0.3), rec(TOPICS[0][0] + " ", p_violation=0.2)]
-    out = select(seeds[:3], records, SelectConfig(budget=5, min_distance=0.05, slice_min_share=0.1), seed=0,
-                 embedder=embedder)
+    out = select(
+        seeds[:3], records, SelectConfig(budget=5, min_distance=0.05, slice_min_share=0.1), seed=0, embedder=embedder
+    )
     assert next(r for r in out if r.id == dropped.id).decisions[-1].stage == "curate"  # decided upstream only
     decisions = [last(r) for r in out if r.id != dropped.id]
     assert len(decisions) == len(out) - 1 and all(d.reason.strip() for d in decisions)
@@ -178,11 +192,15 @@ def test_select_config_rejects_impossible_shares():
 
 def test_coverage_counts_on_a_tiny_example(seeds, embedder):
     seed = next(s for s in seeds if s.slice == "warranty")
-    rugs = [rec("Refund for a returned rug: how long?", slice="returns", output="5-10 business days."),
-            rec("Refund for a returned rug, how long does it take?", slice="returns", output="5-10 business days.")]
+    rugs = [
+        rec("Refund for a returned rug: how long?", slice="returns", output="5-10 business days."),
+        rec("Refund for a returned rug, how long does it take?", slice="returns", output="5-10 business days."),
+    ]
     rugs[0].rules = ["R3"]
-    lamps = [rec("The lamp sparked and burned my hand.", output="I am escalating this to our safety team."),
-             rec("My lamp sparked and burned my hand!", output="I am escalating this to our safety team now.")]
+    lamps = [
+        rec("The lamp sparked and burned my hand.", output="I am escalating this to our safety team."),
+        rec("My lamp sparked and burned my hand!", output="I am escalating this to our safety team now."),
+    ]
     lamps[0].rules, lamps[1].rules = ["E1"], ["E1", "T2"]
     sets = {"rugs": rugs, "lamps": lamps, "all": [seed, *rugs, *lamps, rugs[0]]}
     cov = compare_coverage(sets, embedder, clusters=3, seed=0)

@@ -9,7 +9,7 @@ from transformers import RepetitionPenaltyLogitsProcessor
 
 from ballast.backends.base import Decoding
 from ballast.backends.transformers_hf import TransformersBackend
-from ballast.prompts import record_messages
+from ballast.templates.prompts import record_messages
 
 COMPANY = "Harbor Home Goods"
 PENALTY = 1.15  # the demo's evaluate.decoding
@@ -24,8 +24,12 @@ def backend():
 def test_the_penalty_spares_the_stop_tokens_and_still_penalises_the_rest(backend, seeds, monkeypatch):
     record = seeds[0]
     # A finished reply: the next token should be the end of turn.
-    text = backend.tokenizer.apply_chat_template(record_messages(record, COMPANY, with_response=False),
-                                                 tokenize=False, add_generation_prompt=True) + record.output
+    text = (
+        backend.tokenizer.apply_chat_template(
+            record_messages(record, COMPANY, with_response=False), tokenize=False, add_generation_prompt=True
+        )
+        + record.output
+    )
     text = text.removeprefix(backend.tokenizer.bos_token)  # a plain-text prompt gets its BOS from render()
     ids = backend.encode(backend.render(text))
     end = backend.tokenizer.convert_tokens_to_ids("<end_of_turn>")

@@ -10,33 +10,44 @@ from safetensors.torch import load_file
 from ballast.backends.base import Decoding
 from ballast.backends.transformers_hf import ADAPTER_WEIGHTS, TransformersBackend
 from ballast.errors import InputError
-from ballast.prompts import record_messages
+from ballast.recipe import AuxConfidence, TrainConfig, load_recipe
 from ballast.records import Record, Source
-from ballast.recipe import load_recipe
-from ballast.train import AuxConfidence, TrainConfig, build_trainer, train_lora
+from ballast.templates.prompts import record_messages
+from ballast.train import build_trainer, train_lora
 
 COMPANY = "Harbor Home"
 RECORDS = [
     Record(instruction=instruction, output=output, source=Source.human)
     for instruction, output in [
-        ("How long do customers have to return an item?",
-         "Customers have 30 days from delivery to return an item. Warm regards, Harbor Home Support"),
-        ("Can a customer return a rug they already used?",
-         "Used rugs cannot be returned, but damaged ones are replaced. Warm regards, Harbor Home Support"),
-        ("A customer asks when their refund arrives.",
-         "Refunds reach the card within 5 business days. Warm regards, Harbor Home Support"),
-        ("Summarise: the sofa arrived with a torn cushion.",
-         "The sofa arrived damaged: offer a replacement cushion. Warm regards, Harbor Home Support"),
-        ("What is the limit for a goodwill credit?",
-         "Agents may grant up to USD 25 in goodwill credit. Warm regards, Harbor Home Support"),
-        ("A customer threatens legal action.",
-         "Escalate to the legal team at once. Warm regards, Harbor Home Support"),
+        (
+            "How long do customers have to return an item?",
+            "Customers have 30 days from delivery to return an item. Warm regards, Harbor Home Support",
+        ),
+        (
+            "Can a customer return a rug they already used?",
+            "Used rugs cannot be returned, but damaged ones are replaced. Warm regards, Harbor Home Support",
+        ),
+        (
+            "A customer asks when their refund arrives.",
+            "Refunds reach the card within 5 business days. Warm regards, Harbor Home Support",
+        ),
+        (
+            "Summarise: the sofa arrived with a torn cushion.",
+            "The sofa arrived damaged: offer a replacement cushion. Warm regards, Harbor Home Support",
+        ),
+        (
+            "What is the limit for a goodwill credit?",
+            "Agents may grant up to USD 25 in goodwill credit. Warm regards, Harbor Home Support",
+        ),
+        ("A customer threatens legal action.", "Escalate to the legal team at once. Warm regards, Harbor Home Support"),
     ]
 ]
 pytestmark = pytest.mark.slow  # real training: about a minute and a half on 2 cores
 TINY_RECIPE = Path(__file__).parent / "data" / "tiny_recipe.yaml"
-TINY = TrainConfig(max_steps=3, batch_size=3, grad_accumulation=1, max_seq_len=128, learning_rate=1e-3,
-                   logging_steps=1, seed=3)
+BASE = "gemma3-270m"
+TINY = TrainConfig(
+    max_steps=3, batch_size=3, grad_accumulation=1, max_seq_len=128, learning_rate=1e-3, logging_steps=1, seed=3
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +57,7 @@ def base():
 
 @pytest.fixture(scope="module")
 def trainer(tmp_path_factory):
-    trainer = build_trainer(RECORDS, COMPANY, TINY, tmp_path_factory.mktemp("trainer"))
+    trainer = build_trainer(RECORDS, COMPANY, TINY, tmp_path_factory.mktemp("trainer"), BASE)
     trainer.model.eval()  # no LoRA dropout: the loss checks below compare exact numbers
     return trainer
 
@@ -94,8 +105,9 @@ def test_labels_mask_the_prompt_and_keep_the_response_as_evaluation_renders_it(t
     for row, ids, labels in zip(dataset, _split(batch, "input_ids"), _split(batch, "labels"), strict=True):
         record = next(r for r in RECORDS if record_messages(r, COMPANY, with_response=False) == row["prompt"])
         prompt = base.encode(base.render(record_messages(record, COMPANY, with_response=False)))
-        full = base.encode(base.render(record_messages(record, COMPANY, with_response=True),
-                                       add_generation_prompt=False))
+        full = base.encode(
+            base.render(record_messages(record, COMPANY, with_response=True), add_generation_prompt=False)
+        )
         # Training sees exactly the tokens evaluation renders.
         assert full[: len(prompt)] == prompt and ids == full
         assert all(label == -100 for label in labels[: len(prompt)])
@@ -109,7 +121,8 @@ def test_loss_counts_response_tokens_only_and_no_record_attends_to_another(train
     targets = batch["labels"][:, 1:]
     rows_through_head = []
     hook = model.get_output_embeddings().register_forward_hook(
-        lambda _module, args, _out: rows_through_head.append(args[0].shape[0]))
+        lambda _module, args, _out: rows_through_head.append(args[0].shape[0])
+    )
     try:
         loss = _loss(trainer, batch)
     finally:
@@ -142,13 +155,15 @@ def test_record_weight_scales_its_loss_and_zero_contributes_nothing(trainer):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter")
-    return out, train_lora(RECORDS, COMPANY, TINY, out)
+    return out, train_lora(RECORDS, COMPANY, TINY, out, BASE)
 
 
 def test_train_lora_saves_its_adapter_and_numbers(trained):
     out, result = trained
-    print(f"\ntraining: {result.tokens_seen} tokens in {result.train_seconds:.1f} s = "
-          f"{result.tokens_per_second:.0f} tokens/s")
+    print(
+        f"\ntraining: {result.tokens_seen} tokens in {result.train_seconds:.1f} s = "
+        f"{result.tokens_per_second:.0f} tokens/s"
+    )
     assert {"adapter_config.json", ADAPTER_WEIGHTS, "train_meta.json"} <= {p.name for p in out.iterdir()}
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == TINY.lora_r and set(config["target_modules"]) == set(TINY.target_modules)
@@ -177,7 +192,7 @@ def test_a_trained_adapter_loads_and_changes_what_the_model_says(trained, base):
 
 def test_training_is_deterministic_given_the_seed(trained, tmp_path):
     out, result = trained
-    again = train_lora(RECORDS, COMPANY, TINY, tmp_path)
+    again = train_lora(RECORDS, COMPANY, TINY, tmp_path, BASE)
     assert again.adapter_sha256 == result.adapter_sha256 and again.final_loss == result.final_loss
     first, second = load_file(out / ADAPTER_WEIGHTS), load_file(tmp_path / ADAPTER_WEIGHTS)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
@@ -197,7 +212,7 @@ def test_aux_confidence_ramps_up_and_is_validated_in_the_recipe():
 @pytest.fixture(scope="module")
 def aux_trainer(tmp_path_factory):
     cfg = TINY.model_copy(update={"aux_confidence": AuxConfidence(weight=0.4, warmup_fraction=0.5)})
-    trainer = build_trainer(RECORDS, COMPANY, cfg, tmp_path_factory.mktemp("aux"))
+    trainer = build_trainer(RECORDS, COMPANY, cfg, tmp_path_factory.mktemp("aux"), BASE)
     trainer.model.eval()
     return trainer
 

@@ -14,8 +14,12 @@ from rich.table import Table
 
 from ballast.errors import InputError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Build policy-anchored instruction-tuning data and prove it with held-out evaluations.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Build policy-anchored instruction-tuning data and prove it with held-out evaluations.",
+)
 policy_app = typer.Typer(no_args_is_help=True, help="Check a policy file.")
 seeds_app = typer.Typer(no_args_is_help=True, help="Check a human seed set and its held-out split.")
 models_app = typer.Typer(no_args_is_help=True, help="The embedded models and backends.")
@@ -35,10 +39,12 @@ def _fail(exc: Exception) -> typer.Exit:
 @policy_app.command("check")
 def policy_check(
     policy: Annotated[Path, typer.Argument(help="policy YAML")],
-    against: Annotated[Optional[Path], typer.Option(help="prose policy (Markdown) whose rule ids must all be present")] = None,
+    against: Annotated[
+        Optional[Path], typer.Option(help="prose policy (Markdown) whose rule ids must all be present")
+    ] = None,
 ) -> None:
     """Validate a policy YAML and list its rules."""
-    from ballast.policy import load_policy, rule_ids_in_markdown
+    from ballast.policy.schema import load_policy, rule_ids_in_markdown
 
     try:
         pol = load_policy(policy)
@@ -48,8 +54,14 @@ def policy_check(
     for col in ("id", "area", "title", "facts", "triggers", "escalate to"):
         table.add_column(col)
     for r in pol.rules:
-        table.add_row(r.id, r.area, r.title, ", ".join(f"{f.value:g} {f.unit}" for f in r.facts),
-                      str(len(r.triggers) or ""), r.escalate_to or "")
+        table.add_row(
+            r.id,
+            r.area,
+            r.title,
+            ", ".join(f"{f.value:g} {f.unit}" for f in r.facts),
+            str(len(r.triggers) or ""),
+            r.escalate_to or "",
+        )
     console.print(table)
     if against is not None:
         missing = [i for i in rule_ids_in_markdown(against.read_text(encoding="utf-8")) if i not in pol.by_id]
@@ -66,7 +78,7 @@ def seeds_check(
     heldout_fraction: Annotated[float, typer.Option(help="share of each slice held out for evaluation")] = 0.25,
 ) -> None:
     """Validate a seed set; print counts per rule and slice and the held-out split."""
-    from ballast.policy import load_policy
+    from ballast.policy.schema import load_policy
     from ballast.seeds import load_seeds, split_heldout
 
     try:
@@ -113,8 +125,7 @@ def import_cmd(
     from ballast.pool_import import import_pool
 
     try:
-        report = import_pool(pool, out, mapping=_parse_mapping(map_), skip_invalid=skip_invalid,
-                             quarantine=quarantine)
+        report = import_pool(pool, out, mapping=_parse_mapping(map_), skip_invalid=skip_invalid, quarantine=quarantine)
     except InputError as exc:
         raise _fail(exc) from None
     console.print(f"read {report.read} rows, imported {report.imported} records to {out}")
@@ -127,7 +138,7 @@ def import_cmd(
 @models_app.command("check")
 def models_check() -> None:
     """Find every embedded model in its package and check its sha256."""
-    from ballast.models import EMBEDDED, ModelFileError, resolve
+    from ballast.backends.models import EMBEDDED, ModelFileError, resolve
 
     table = Table(title="embedded models")
     for col in ("name", "package", "sha256", "path"):
@@ -147,31 +158,35 @@ def models_check() -> None:
 
 @models_app.command("smoke")
 def models_smoke(
-    model: Annotated[str, typer.Option(help="embedded model name or GGUF path (llamacpp), or served model name")] = "smollm2-135m-instruct",
-    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")] = None,
-    prompt: Annotated[str, typer.Option(help="user message")] = "A customer asks how long refunds take. Reply in one sentence.",
+    model: Annotated[
+        str, typer.Option(help="embedded model name or GGUF path (llamacpp), or served model name")
+    ] = "smollm2-135m-instruct",
+    base_url: Annotated[
+        Optional[str], typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")
+    ] = None,
+    prompt: Annotated[
+        str, typer.Option(help="user message")
+    ] = "A customer asks how long refunds take. Reply in one sentence.",
     max_tokens: Annotated[int, typer.Option()] = 48,
 ) -> None:
     """Generate once through a backend and print the text, token counts and speed."""
     from ballast.backends.base import Decoding
+    from ballast.backends.factory import backend_for
+    from ballast.recipe import ServerConfig
 
-    if base_url:
-        from ballast.backends.openai_http import OpenAIBackend
-
-        backend = OpenAIBackend(base_url, model)
-    else:
-        from ballast.backends.llamacpp import LlamaCppBackend
-
-        backend = LlamaCppBackend(model)
+    server = ServerConfig(base_url=base_url, model=model, timeout_s=60.0) if base_url else None
+    backend = backend_for(server, model)
     start = time.perf_counter()
     gen = backend.generate([[{"role": "user", "content": prompt}]], Decoding(temperature=0.0, max_tokens=max_tokens))[0]
     seconds = time.perf_counter() - start
     if not gen.ok:
         raise _fail(RuntimeError(f"{backend.model.name}: {gen.error}"))
     console.print(gen.text, highlight=False)
-    console.print(f"[dim]{backend.model.name} sha256 {str(backend.model.sha256)[:16]}: {gen.prompt_tokens} prompt + "
-                  f"{gen.completion_tokens} completion tokens in {seconds:.2f}s "
-                  f"({gen.completion_tokens / seconds:.1f} tok/s incl. prompt)[/]")
+    console.print(
+        f"[dim]{backend.model.name} sha256 {str(backend.model.sha256)[:16]}: {gen.prompt_tokens} prompt + "
+        f"{gen.completion_tokens} completion tokens in {seconds:.2f}s "
+        f"({gen.completion_tokens / seconds:.1f} tok/s incl. prompt)[/]"
+    )
 
 
 @app.command("self-instruct")
@@ -180,8 +195,12 @@ def self_instruct_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the original-format JSONL files")],
     num_instructions: Annotated[int, typer.Option(help="machine instructions to generate")] = 20,
     max_requests: Annotated[int, typer.Option(help="stop after this many requests")] = 50,
-    model: Annotated[str, typer.Option(help="embedded model or GGUF path (llamacpp), or served model name")] = "smollm2-135m-instruct",
-    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")] = None,
+    model: Annotated[
+        str, typer.Option(help="embedded model or GGUF path (llamacpp), or served model name")
+    ] = "smollm2-135m-instruct",
+    base_url: Annotated[
+        Optional[str], typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="requests in flight against a server")] = 4,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
@@ -193,14 +212,11 @@ def self_instruct_cmd(
         tasks = load_seed_tasks(seed_tasks)
     except InputError as exc:
         raise _fail(exc) from None
-    if base_url:
-        from ballast.backends.openai_http import OpenAIBackend
+    from ballast.backends.factory import backend_for
+    from ballast.recipe import ServerConfig
 
-        backend = OpenAIBackend(base_url, model, concurrency=concurrency)
-    else:
-        from ballast.backends.llamacpp import LlamaCppBackend
-
-        backend = LlamaCppBackend(model)
+    server = ServerConfig(base_url=base_url, model=model, concurrency=concurrency, timeout_s=60.0) if base_url else None
+    backend = backend_for(server, model)
     cfg = SelfInstructConfig(num_instructions=num_instructions, max_requests=max_requests)
     result = run_self_instruct(tasks, backend, cfg, out, seed=seed)
     for name, path in result.files.items():
@@ -212,7 +228,9 @@ def self_instruct_cmd(
 def run_cmd(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
     overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides, e.g. select.budget=50")] = None,
-    until: Annotated[str, typer.Option(help="stop after this stage: generate, curate, select, train, evaluate, report")] = "report",
+    until: Annotated[
+        str, typer.Option(help="stop after this stage: generate, curate, select, train, evaluate, report")
+    ] = "report",
 ) -> None:
     """Run the pipeline; finished stages of an earlier run with the same inputs are reused."""
     from ballast.pipeline import STAGES, run_recipe
@@ -245,10 +263,11 @@ def pool_cmd(
     shards: Annotated[Optional[str], typer.Option(help="shards to make, e.g. 0-4 or 1,5 (default: all)")] = None,
 ) -> None:
     """Generate a synthetic pool shard by shard into a versioned dataset folder; finished shards are kept."""
+    from ballast.pipeline import run_recipe
     from ballast.pool_build import build_pool
 
     try:
-        folder = build_pool(recipe, overrides or [], _shard_range(shards) if shards else None)
+        folder = build_pool(recipe, run_recipe, overrides or [], _shard_range(shards) if shards else None)
     except InputError as exc:
         raise _fail(exc) from None
     console.print(f"[green]pool[/] {folder}")
@@ -262,8 +281,11 @@ class _StageRecords:
     def __init__(self, run: Path) -> None:
         import pyarrow.parquet as pq
 
-        self.files = [(stage, pq.ParquetFile(p)) for stage in self.STAGES
-                      if (p := run / "stages" / stage / "records.parquet").is_file()]
+        self.files = [
+            (stage, pq.ParquetFile(p))
+            for stage in self.STAGES
+            if (p := run / "stages" / stage / "records.parquet").is_file()
+        ]
         self._ids: dict[str, object] = {}
 
     def _id_column(self, stage: str, pf):  # noqa: ANN001, ANN202
@@ -331,17 +353,22 @@ def explain_cmd(
         raise _fail(exc) from None
     record = occurrences[0]
     verdict = "[green]kept[/]" if record.kept else "[red]dropped[/]"
-    console.print(f"[bold]{record.id}[/] {verdict}  source={record.source.value} round={record.round} "
-                  f"weight={record.weight:g}", highlight=False)
+    console.print(
+        f"[bold]{record.id}[/] {verdict}  source={record.source.value} round={record.round} weight={record.weight:g}",
+        highlight=False,
+    )
     console.print(f"[bold]instruction[/] {record.instruction}", highlight=False)
     if record.input:
         console.print(f"[bold]input[/] {record.input}", highlight=False)
     console.print(f"[bold]output[/] {record.output}", highlight=False)
     gen = record.generator
-    console.print(f"[dim]generator={gen.name if gen else '-'} sha256={gen.sha256 if gen else '-'} "
-                  f"template={record.template_id} ({(record.template_sha256 or '-')[:12]}) "
-                  f"policy={record.policy_version} parents={len(record.parent_ids)} decoding={record.decoding} "
-                  f"meta={record.meta}[/]", highlight=False)
+    console.print(
+        f"[dim]generator={gen.name if gen else '-'} sha256={gen.sha256 if gen else '-'} "
+        f"template={record.template_id} ({(record.template_sha256 or '-')[:12]}) "
+        f"policy={record.policy_version} parents={len(record.parent_ids)} decoding={record.decoding} "
+        f"meta={record.meta}[/]",
+        highlight=False,
+    )
     shown: set[str] = set()
     for n, occurrence in enumerate(occurrences, start=1):
         if len(occurrences) > 1:
@@ -351,22 +378,37 @@ def explain_cmd(
             console.print("[bold]decisions[/]")
         # One line per decision (not a table) so nothing is cut at the terminal's width and grep finds it.
         for d in occurrence.decisions:
-            details = ", ".join(x for x in (d.rule_id and f"rule {d.rule_id}",
-                                             d.score is not None and f"score {d.score:.3g}",
-                                             d.duplicate_of and f"duplicate of {d.duplicate_of}") if x)
+            details = ", ".join(
+                x
+                for x in (
+                    d.rule_id and f"rule {d.rule_id}",
+                    d.score is not None and f"score {d.score:.3g}",
+                    d.duplicate_of and f"duplicate of {d.duplicate_of}",
+                )
+                if x
+            )
             mark = "[green]kept[/]" if d.kept else "[red]dropped[/]"
-            console.print(f"  {d.stage}: {mark} {d.reason}" + (f" ({details})" if details else ""), highlight=False,
-                          soft_wrap=True)
+            console.print(
+                f"  {d.stage}: {mark} {d.reason}" + (f" ({details})" if details else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
         for d in occurrence.decisions:
             if d.duplicate_of and d.duplicate_of not in shown:
                 shown.add(d.duplicate_of)
                 other = by_id.get(d.duplicate_of)
                 if other is None:
-                    console.print(f"[bold]{d.duplicate_of}[/] (duplicated by this record, {d.stage}): "
-                                  "(not in this run's records)", highlight=False)
+                    console.print(
+                        f"[bold]{d.duplicate_of}[/] (duplicated by this record, {d.stage}): "
+                        "(not in this run's records)",
+                        highlight=False,
+                    )
                     continue
-                console.print(f"[bold]{d.duplicate_of}[/] (duplicated by this record, {d.stage}): "
-                              f"{other.instruction}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"[bold]{d.duplicate_of}[/] (duplicated by this record, {d.stage}): {other.instruction}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
                 if other.input:
                     console.print(f"  [dim]input[/] {_clip(other.input)}", highlight=False, soft_wrap=True)
                 console.print(f"  [dim]output[/] {_clip(other.output)}", highlight=False, soft_wrap=True)
@@ -384,12 +426,22 @@ def stats_cmd(run: Annotated[Path, typer.Argument(help="run folder (or a decisio
         raise _fail(InputError("no decision log here; run `ballast run` or `ballast curate` first", file=decisions))
     steps = funnel(decisions)
     table = Table(title=f"funnel: {decisions}")
-    for col, justify in (("stage", "left"), ("decided", "right"), ("kept", "right"), ("dropped", "right"),
-                         ("top drop reasons", "left")):
+    for col, justify in (
+        ("stage", "left"),
+        ("decided", "right"),
+        ("kept", "right"),
+        ("dropped", "right"),
+        ("top drop reasons", "left"),
+    ):
         table.add_column(col, justify=justify, no_wrap=col != "top drop reasons")
     for s in steps:
-        table.add_row(s["stage"], str(s["kept"] + s["dropped"]), str(s["kept"]), str(s["dropped"]),
-                      "\n".join(f"{n} × {why}" for why, n in s["reasons"][:3]))
+        table.add_row(
+            s["stage"],
+            str(s["kept"] + s["dropped"]),
+            str(s["kept"]),
+            str(s["dropped"]),
+            "\n".join(f"{n} × {why}" for why, n in s["reasons"][:3]),
+        )
     console.print(table)
     rows = duckdb.sql(f"""select stage, source, count(*), count(*) filter (where kept),
                           count(*) filter (where not kept), min({STAGE_ORDER}) o, min(pos) p
@@ -409,11 +461,17 @@ def stats_cmd(run: Annotated[Path, typer.Argument(help="run folder (or a decisio
 def curate_cmd(
     pool: Annotated[Path, typer.Argument(help="Parquet file of records (from `ballast import`)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder to write")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides of the curate section, "
-                                                                  "e.g. curate.semantic.enabled=true")] = None,
-    recipe: Annotated[Optional[Path], typer.Option(
-        help="recipe whose curate section, policy and training seeds to use (default: built-in settings, "
-             "no policy checks)")] = None,
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="KEY=VALUE overrides of the curate section, e.g. curate.semantic.enabled=true"),
+    ] = None,
+    recipe: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="recipe whose curate section, policy and training seeds to use (default: built-in settings, "
+            "no policy checks)"
+        ),
+    ] = None,
 ) -> None:
     """Curate a large pool in chunks: OUT/stages/curate/records.parquet (every record with its decisions) and
     OUT/decisions.parquet (the decision log), for `ballast explain` and `ballast stats`."""
@@ -422,18 +480,22 @@ def curate_cmd(
     from ballast.store import write_json
 
     try:
-        seen, policy, contrastive = [], None, None
+        seen, policy, negatives = [], None, None
         if recipe is not None:
-            from ballast.policy import load_policy
+            from ballast.policy.schema import load_policy
             from ballast.recipe import load_recipe
             from ballast.seeds import load_seeds, split_heldout
 
             loaded = load_recipe(recipe, overrides or [])
             cfg = loaded.curate
             policy = load_policy(loaded.policy)
-            seen = split_heldout(load_seeds(loaded.seeds, policy), loaded.heldout_fraction,
-                                 salt=f"heldout:{loaded.seed}").train
-            contrastive = loaded.generate.contrastive
+            seen = split_heldout(
+                load_seeds(loaded.seeds, policy), loaded.heldout_fraction, salt=f"heldout:{loaded.seed}"
+            ).train
+            if cfg.classifier.enabled:  # the classifier learns from the seeds' contrastive negatives
+                from ballast.generate.contrastive import contrastive_negatives
+
+                negatives = contrastive_negatives(seen, policy, loaded.generate.contrastive)[0]
         else:
             data: dict = {"curate": {}}
             for override in overrides or []:
@@ -441,14 +503,24 @@ def curate_cmd(
             from ballast.yamlio import validate
 
             cfg = validate(CurateConfig, data["curate"], file="<command line>")
-        report = curate_parquet(pool, out / "stages" / "curate" / "records.parquet", out / "decisions.parquet",
-                                cfg, seen=seen, policy=policy, contrastive=contrastive)
+        report = curate_parquet(
+            pool,
+            out / "stages" / "curate" / "records.parquet",
+            out / "decisions.parquet",
+            cfg,
+            seen=seen,
+            policy=policy,
+            negatives=negatives,
+        )
     except InputError as exc:
         raise _fail(exc) from None
-    write_json({"pool": str(pool), "config": cfg.model_dump(mode="json"), **report.as_dict()},
-               out / "stages" / "curate" / "stats.json")
-    table = Table(title=f"curated {report.records_in} records in {report.seconds:.1f}s, "
-                        f"peak RSS {report.peak_rss_mb:.0f} MB")
+    write_json(
+        {"pool": str(pool), "config": cfg.model_dump(mode="json"), **report.as_dict()},
+        out / "stages" / "curate" / "stats.json",
+    )
+    table = Table(
+        title=f"curated {report.records_in} records in {report.seconds:.1f}s, peak RSS {report.peak_rss_mb:.0f} MB"
+    )
     for col in ("stage", "decided", "kept", "dropped", "seconds"):
         table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
     for name, c in report.stages.items():
@@ -466,18 +538,16 @@ def report_cmd(run: Annotated[Path, typer.Argument(help="run folder")]) -> None:
     console.print(f"report: {render_report(run)}")
 
 
-if __name__ == "__main__":
-    app()
-
-
 @app.command("gate")
 def gate_cmd(
     run: Annotated[Path, typer.Argument(help="run folder")],
-    against: Annotated[Optional[Path], typer.Option(help="run to compare slices with (default: the last released run)")] = None,
+    against: Annotated[
+        Optional[Path], typer.Option(help="run to compare slices with (default: the last released run)")
+    ] = None,
     release: Annotated[bool, typer.Option(help="if every check passes, mark this run as the released one")] = False,
 ) -> None:
     """Check a finished run against the recipe's release thresholds; exits 1 when any check fails."""
-    from ballast.gate import mark_released, run_gate
+    from ballast.evaluate.gate import mark_released, run_gate
     from ballast.recipe import Recipe
 
     recipe = Recipe.model_validate(yaml.safe_load((run / "recipe.yaml").read_text()))
@@ -486,8 +556,12 @@ def gate_cmd(
     for col in ("check", "value", "limit", "result"):
         table.add_column(col)
     for c in checks:
-        table.add_row(c.name, "–" if c.value is None else f"{c.value:.3f}", c.limit,
-                      "[green]pass[/]" if c.passed else "[red]FAIL[/]")
+        table.add_row(
+            c.name,
+            "–" if c.value is None else f"{c.value:.3f}",
+            c.limit,
+            "[green]pass[/]" if c.passed else "[red]FAIL[/]",
+        )
     console.print(table)
     failed = [c.name for c in checks if not c.passed]
     if failed:
@@ -495,3 +569,7 @@ def gate_cmd(
         raise typer.Exit(code=1)
     if release:
         console.print(f"released: {mark_released(run)}")
+
+
+if __name__ == "__main__":  # after every command is registered, so `python -m ballast.cli` knows them all
+    app()

@@ -15,8 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ballast.errors import InputError
 from ballast.records import Record
 
-PROBLEMS = ("bad_instruction", "incoherent", "truncated", "off_task", "role", "ungrounded", "violation", "casual",
-            "duplicate")
+PROBLEMS = (
+    "bad_instruction",
+    "incoherent",
+    "truncated",
+    "off_task",
+    "role",
+    "ungrounded",
+    "violation",
+    "casual",
+    "duplicate",
+)
 
 
 def split_of(record_id: str) -> Literal["tune", "blind"]:

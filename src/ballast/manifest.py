@@ -13,10 +13,22 @@ from pathlib import Path
 from pydantic import BaseModel
 
 import ballast
-from ballast.models import file_sha256
+from ballast.backends.models import file_sha256
 
-PACKAGES = ("ballast", "torch", "transformers", "trl", "peft", "llama_cpp_python", "sentence-transformers",
-            "pyarrow", "duckdb", "datasketch", "pydantic", "numpy")
+PACKAGES = (
+    "ballast",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "llama_cpp_python",
+    "sentence-transformers",
+    "pyarrow",
+    "duckdb",
+    "datasketch",
+    "pydantic",
+    "numpy",
+)
 
 
 class StageEntry(BaseModel):
@@ -67,8 +79,9 @@ def code_sha256() -> str:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(ballast.__file__).parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(ballast.__file__).parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -85,9 +98,17 @@ def _versions() -> dict[str, str]:
 
 
 def new_manifest(run: str, seed: int | None = None) -> Manifest:
-    return Manifest(run=run, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    ballast_version=ballast.__version__, code_sha256=code_sha256(), git_commit=_git_commit(),
-                    python=sys.version.split()[0], platform=platform.platform(), packages=_versions(), seed=seed)
+    return Manifest(
+        run=run,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ballast_version=ballast.__version__,
+        code_sha256=code_sha256(),
+        git_commit=_git_commit(),
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        packages=_versions(),
+        seed=seed,
+    )
 
 
 def hash_file(path: str | Path) -> FileHash:

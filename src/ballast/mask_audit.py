@@ -67,9 +67,10 @@ class MaskAudit(BaseModel):
 
 def turn_close(tokenizer: PreTrainedTokenizerBase) -> str:
     """What the chat template writes after an assistant reply: the end of turn and any whitespace after it."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "x"},
-                                          {"role": "assistant", "content": _SENTINEL}], tokenize=False)
-    return text[text.rindex(_SENTINEL) + len(_SENTINEL):]
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}], tokenize=False
+    )
+    return text[text.rindex(_SENTINEL) + len(_SENTINEL) :]
 
 
 def _content(message: dict[str, Any]) -> str:
@@ -104,14 +105,29 @@ def _audit_row(row: dict[str, Any], record_id: str, tokenizer: PreTrainedTokeniz
         problems.append("the supervised text is not the reply plus the end of turn")
     elif truncated and supervised != list(range(len(prompt_ids), len(ids))):
         problems.append("the supervised tokens of a truncated row are not all the tokens after its prompt")
-    return RowAudit(id=record_id, tokens=len(ids), prompt_tokens=len(prompt_ids), supervised=len(supervised),
-                    expected=len(full_ids) - len(prompt_ids), truncated=truncated, exact=text == expected_text,
-                    problems=problems)
+    return RowAudit(
+        id=record_id,
+        tokens=len(ids),
+        prompt_tokens=len(prompt_ids),
+        supervised=len(supervised),
+        expected=len(full_ids) - len(prompt_ids),
+        truncated=truncated,
+        exact=text == expected_text,
+        problems=problems,
+    )
 
 
-def audit_masks(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, records: Sequence[Record], *,
-                max_seq_len: int | None, stop_ids: Sequence[int], out: Path | None = None,
-                samples: int = 5, seed: int = 0) -> tuple[Dataset, MaskAudit]:
+def audit_masks(
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    *,
+    max_seq_len: int | None,
+    stop_ids: Sequence[int],
+    out: Path | None = None,
+    samples: int = 5,
+    seed: int = 0,
+) -> tuple[Dataset, MaskAudit]:
     """Audit TRL's prepared dataset (columns id, prompt, completion, input_ids, labels); returns it less the rows
     that max_seq_len cut, and the audit, which is written to `out` when given. Raises InputError when a prompt token
     is supervised, an untruncated row's supervised text is not reply + end of turn, a row has no supervised token,
@@ -122,8 +138,10 @@ def audit_masks(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, records: S
     failures: dict[str, list[str]] = {}
     if len(end_ids) != 1 or end_ids[0] not in stop_ids:
         stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
-        failures[f"the chat template closes the assistant turn with {close!r}, not one of the tokens generation "
-                 f"stops on ({', '.join(stops)}): the model would not learn to stop"] = ["<template>"]
+        failures[
+            f"the chat template closes the assistant turn with {close!r}, not one of the tokens generation "
+            f"stops on ({', '.join(stops)}): the model would not learn to stop"
+        ] = ["<template>"]
     rows = [_audit_row(row, row["id"], tokenizer, close) for row in dataset]
     for row in rows:
         for problem in row.problems:
@@ -133,22 +151,43 @@ def audit_masks(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, records: S
     dropped_no_label = [r.id for r in records if r.id not in kept_ids]
     if not failures and len(cut) == len(rows):
         failures[f"no record keeps its whole reply within max_seq_len={max_seq_len}; raise it"] = [
-            rows[i].id for i in cut]
+            rows[i].id for i in cut
+        ]
     picked = sorted(random.Random(seed).sample(range(len(rows)), min(samples, len(rows))))
     sample_rows = []
     for i in picked:
         ids, labels = dataset[i]["input_ids"], dataset[i]["labels"]
-        sample_rows.append({"id": rows[i].id, "supervised_text": tokenizer.decode(
-            [t for t, label in zip(ids, labels, strict=True) if label != IGNORE], skip_special_tokens=False)})
-    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else json.dumps(
-        tokenizer.chat_template, sort_keys=True)
+        sample_rows.append(
+            {
+                "id": rows[i].id,
+                "supervised_text": tokenizer.decode(
+                    [t for t, label in zip(ids, labels, strict=True) if label != IGNORE], skip_special_tokens=False
+                ),
+            }
+        )
+    template = (
+        tokenizer.chat_template
+        if isinstance(tokenizer.chat_template, str)
+        else json.dumps(tokenizer.chat_template, sort_keys=True)
+    )
     audit = MaskAudit(
-        template_sha256=hashlib.sha256((template or "").encode()).hexdigest(), turn_close=close, end_of_turn=end,
-        max_seq_len=max_seq_len, records=len(records), prepared=len(rows), trained=len(rows) - len(cut),
-        exact=sum(row.exact for row in rows), truncated=len(cut),
-        truncated_share=round(len(cut) / len(rows), 4) if rows else 0.0, dropped_no_label=dropped_no_label,
-        dropped_truncated=[rows[i].id for i in cut], failures=failures, samples=sample_rows, ok=not failures,
-        rows=rows)
+        template_sha256=hashlib.sha256((template or "").encode()).hexdigest(),
+        turn_close=close,
+        end_of_turn=end,
+        max_seq_len=max_seq_len,
+        records=len(records),
+        prepared=len(rows),
+        trained=len(rows) - len(cut),
+        exact=sum(row.exact for row in rows),
+        truncated=len(cut),
+        truncated_share=round(len(cut) / len(rows), 4) if rows else 0.0,
+        dropped_no_label=dropped_no_label,
+        dropped_truncated=[rows[i].id for i in cut],
+        failures=failures,
+        samples=sample_rows,
+        ok=not failures,
+        rows=rows,
+    )
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(audit.model_dump(mode="json"), indent=1, ensure_ascii=False) + "\n")
@@ -160,8 +199,10 @@ def audit_masks(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, records: S
 
 
 def _message(audit: MaskAudit, rows: list[RowAudit], tokenizer: PreTrainedTokenizerBase, dataset: Dataset) -> str:
-    head = (f"label-mask audit failed on {sum(len(v) for v in audit.failures.values())} finding(s); each trained "
-            f"record must supervise exactly its reply plus {audit.turn_close!r} and nothing of its prompt:")
+    head = (
+        f"label-mask audit failed on {sum(len(v) for v in audit.failures.values())} finding(s); each trained "
+        f"record must supervise exactly its reply plus {audit.turn_close!r} and nothing of its prompt:"
+    )
     lines = [head]
     for problem, ids in audit.failures.items():
         shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
@@ -169,12 +210,14 @@ def _message(audit: MaskAudit, rows: list[RowAudit], tokenizer: PreTrainedTokeni
     first = next((i for i, row in enumerate(rows) if row.problems), None)
     if first is not None:
         row = dataset[first]
-        got = tokenizer.decode([t for t, label in zip(row["input_ids"], row["labels"], strict=False)
-                                if label != IGNORE], skip_special_tokens=False)
+        got = tokenizer.decode(
+            [t for t, label in zip(row["input_ids"], row["labels"], strict=False) if label != IGNORE],
+            skip_special_tokens=False,
+        )
         want = _content(row["completion"][-1]).strip() + audit.turn_close
         lines.append(f"  e.g. {rows[first].id}: supervised {_clip(got)}, expected {_clip(want)}")
     return "\n".join(lines)
 
 
 def _clip(text: str, n: int = 120) -> str:
-    return repr(text) if len(text) <= n else repr(text[: n // 2]) + " ... " + repr(text[-n // 2:])
+    return repr(text) if len(text) <= n else repr(text[: n // 2]) + " ... " + repr(text[-n // 2 :])

@@ -13,13 +13,13 @@ from __future__ import annotations
 import fcntl
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rich.console import Console
 
+from ballast.backends.models import EMBEDDED
 from ballast.errors import InputError
-from ballast.models import EMBEDDED
 from ballast.recipe import Recipe, load_recipe
 from ballast.records import Record
 from ballast.store import read_records, write_json, write_records
@@ -35,7 +35,7 @@ def shard_file(k: int) -> str:
 
 
 def _sha256(path: Path) -> str:
-    from ballast.models import file_sha256
+    from ballast.backends.models import file_sha256
 
     return file_sha256(path)
 
@@ -73,11 +73,14 @@ def _shard_entry(path: Path, records: list[Record], run_root: Path) -> dict:
     }
 
 
-def build_pool(recipe_path: Path, overrides: list[str] = (), shards: Iterable[int] | None = None) -> Path:
-    """Generate the shards not yet in the dataset folder (all of them, or those listed); returns the folder."""
+def build_pool(
+    recipe_path: Path, run_recipe: Callable[..., Path], overrides: list[str] = (), shards: Iterable[int] | None = None
+) -> Path:
+    """Generate the shards not yet in the dataset folder (all of them, or those listed); returns the folder.
+    `run_recipe` is the pipeline's (`ballast.pipeline.run_recipe`), which runs each shard up to generate: glue
+    beside the pipeline, not above it."""
     from ballast.generate.stage import templates_used
-    from ballast.pipeline import run_recipe
-    from ballast.policy import load_policy
+    from ballast.policy.schema import load_policy
     from ballast.seeds import load_seeds, split_heldout
 
     recipe = load_recipe(recipe_path, list(overrides))
@@ -91,9 +94,12 @@ def build_pool(recipe_path: Path, overrides: list[str] = (), shards: Iterable[in
         "recipe": recipe_path.name,
         "seed": recipe.seed,
         "policy": {"policy_id": policy.policy_id, "version": policy.version, "sha256": policy.sha256},
-        "seeds": {"file": recipe.seeds.name, "sha256": _sha256(recipe.seeds),
-                  "training_seed_ids_sha256": _ids_sha256(r.id for r in split.train),
-                  "heldout_ids_sha256": _ids_sha256(split.heldout_ids)},
+        "seeds": {
+            "file": recipe.seeds.name,
+            "sha256": _sha256(recipe.seeds),
+            "training_seed_ids_sha256": _ids_sha256(r.id for r in split.train),
+            "heldout_ids_sha256": _ids_sha256(split.heldout_ids),
+        },
         "models": {"weak": _model_entry(recipe.models.weak), "strong": _model_entry(recipe.models.strong)},
         "templates": templates_used(recipe.generate),
         "decoding": {
@@ -109,8 +115,9 @@ def build_pool(recipe_path: Path, overrides: list[str] = (), shards: Iterable[in
         if entry and path.is_file() and _sha256(path) == entry["sha256"]:
             console.print(f"pool: shard {k} already in {folder.name}/ ({entry['records']} records)")
             continue
-        shard = load_recipe(recipe_path, [*overrides, f"name={recipe.name}-{k:02d}",
-                                          f"generate.seed={recipe.seed + k}"])
+        shard = load_recipe(
+            recipe_path, [*overrides, f"name={recipe.name}-{k:02d}", f"generate.seed={recipe.seed + k}"]
+        )
         root = run_recipe(shard, until="generate")
         records = [r for r in read_records(root / "stages" / "generate" / "records.parquet") if r.kept]
         write_records(records, path)
@@ -155,8 +162,10 @@ def load_pool(folder: Path) -> list[Record]:
             raise PoolIntegrityError(f"{path}: listed in {MANIFEST} but missing")
         actual = _sha256(path)
         if actual != entry["sha256"]:
-            raise PoolIntegrityError(f"{path}: sha256 {actual[:12]}... does not match {MANIFEST} "
-                                     f"({entry['sha256'][:12]}...); the file changed after it was generated")
+            raise PoolIntegrityError(
+                f"{path}: sha256 {actual[:12]}... does not match {MANIFEST} "
+                f"({entry['sha256'][:12]}...); the file changed after it was generated"
+            )
         records.extend(read_records(path))
     return records
 

@@ -60,8 +60,9 @@ def _rows(path: Path) -> Iterator[tuple[int, dict | None, str | None, str]]:
                     line = reader.line_num
             except UnicodeDecodeError as exc:
                 # A text-mode CSV cannot be resynchronised after bad bytes: stop with the place.
-                raise InputError(f"not UTF-8 ({exc.reason}); re-encode the file as UTF-8",
-                                 file=path, line=line + 1) from None
+                raise InputError(
+                    f"not UTF-8 ({exc.reason}); re-encode the file as UTF-8", file=path, line=line + 1
+                ) from None
     elif suffix == ".parquet":
         n = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
@@ -88,14 +89,23 @@ def _to_record(row: dict, mapping: dict[str, str]) -> tuple[Record | None, str |
             return None, column, f"empty; expected a non-empty string for {name!r}"
         values[name] = value
     used = {mapping.get(n, n) for n in FIELDS}
-    meta = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in row.items()
-            if k not in used and v is not None}
+    meta = {
+        k: v if isinstance(v, str) else json.dumps(v, default=str)
+        for k, v in row.items()
+        if k not in used and v is not None
+    }
     return Record(source=Source.imported, meta=meta, **values), None, None
 
 
-def import_pool(path: str | Path, out: str | Path, *, mapping: dict[str, str] | None = None,
-                skip_invalid: bool = False, quarantine: str | Path | None = None,
-                chunk_size: int = 50_000) -> ImportReport:
+def import_pool(
+    path: str | Path,
+    out: str | Path,
+    *,
+    mapping: dict[str, str] | None = None,
+    skip_invalid: bool = False,
+    quarantine: str | Path | None = None,
+    chunk_size: int = 50_000,
+) -> ImportReport:
     """Stream a pool file into a Parquet of records. A bad row raises InputError (file, line, field)
     unless skip_invalid is set; then it goes, with its error, to the quarantine JSONL instead."""
     path, out = Path(path), Path(out)
@@ -125,8 +135,13 @@ def import_pool(path: str | Path, out: str | Path, *, mapping: dict[str, str] | 
                         raise err
                     if qfile is None:
                         qfile = open(qpath, "w", encoding="utf-8")
-                    qfile.write(json.dumps({"file": str(path), "line": line, "field": field_name,
-                                            "error": error, "raw": raw}, ensure_ascii=False) + "\n")
+                    qfile.write(
+                        json.dumps(
+                            {"file": str(path), "line": line, "field": field_name, "error": error, "raw": raw},
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
                     report.quarantined += 1
                     report.errors.append(str(err))
                     continue

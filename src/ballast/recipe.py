@@ -12,8 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ballast.backends.base import Decoding
 from ballast.errors import InputError
 from ballast.records import Source
-from ballast.train import TrainConfig
-from ballast.yamlio import load_yaml, validate
+from ballast.yamlio import line_of, load_yaml, validate
 
 
 class _Section(BaseModel):
@@ -27,14 +26,33 @@ class DecodingConfig(_Section):
     repetition_penalty: float = Field(1.0, gt=0)
 
     def to_decoding(self, seed: int, stop: tuple[str, ...] = ()) -> Decoding:
-        return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=seed,
-                        stop=stop, repetition_penalty=self.repetition_penalty)
+        return Decoding(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=seed,
+            stop=stop,
+            repetition_penalty=self.repetition_penalty,
+        )
 
 
 # Self-Instruct's keyword blacklist (tasks a text-only model cannot do), as in the original
 # bootstrap_instructions.py; Alpaca later added video, audio, music, flowchart and diagram.
-PAPER_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-                   "draw", "plot", "go to"]
+PAPER_BLACKLIST = [
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+]
 
 
 class InstanceFilterConfig(_Section):
@@ -61,8 +79,10 @@ class SelfInstructConfig(_Section):
     bad_starts: list[str] = Field(["Write a program"], description="reject a task starting with one of these")
     request_batch_size: int = Field(5, ge=1, description="requests sampled and sent together, as the paper's code")
     truncated: Literal["drop_last", "drop_response", "keep"] = Field(
-        "drop_last", description="a completion cut by max_tokens: reject its last task, all its tasks (the "
-                                 "original code), or neither")
+        "drop_last",
+        description="a completion cut by max_tokens: reject its last task, all its tasks (the "
+        "original code), or neither",
+    )
     # "responses": the weak model answers each new task (ballast's default); "instances": the paper's
     # classification detection and input-first / output-first instance generation.
     mode: Literal["responses", "instances"] = "responses"
@@ -92,8 +112,15 @@ class ResponsesConfig(_Section):
 
 EVOL_METHODS = ("constraints", "deepen", "concretize", "reasoning", "breadth")
 # Words of the evolving prompt that must not show up in an evolved instruction (elimination rule 4).
-EVOL_COPIED = ["#The Given Prompt#", "#Given Prompt#", "#Rewritten Prompt#", "#Created Prompt#", "given prompt",
-               "rewritten prompt", "created prompt"]
+EVOL_COPIED = [
+    "#The Given Prompt#",
+    "#Given Prompt#",
+    "#Rewritten Prompt#",
+    "#Created Prompt#",
+    "given prompt",
+    "rewritten prompt",
+    "created prompt",
+]
 
 
 class EvolConfig(_Section):
@@ -109,9 +136,13 @@ class EvolConfig(_Section):
     judge_decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=4)
 
 
-DEFAULT_PERSONAS = ["a new support agent in their first week", "a senior agent who writes tersely",
-                    "an agent typing quickly on a phone between calls", "a team lead reviewing a colleague's ticket",
-                    "an agent whose first language is not English"]
+DEFAULT_PERSONAS = [
+    "a new support agent in their first week",
+    "a senior agent who writes tersely",
+    "an agent typing quickly on a phone between calls",
+    "a team lead reviewing a colleague's ticket",
+    "an agent whose first language is not English",
+]
 
 
 class ParaphraseConfig(_Section):
@@ -153,25 +184,46 @@ class TemplateSlotsConfig(_Section):
         for t in self.templates:
             for slot in t.slots:
                 if not self.slots.get(slot):
-                    raise ValueError(f"template {t.id!r} uses slot {slot!r}, which has no values in "
-                                     f"generate.template_slots.slots (declared: {sorted(self.slots)})")
+                    raise ValueError(
+                        f"template {t.id!r} uses slot {slot!r}, which has no values in "
+                        f"generate.template_slots.slots (declared: {sorted(self.slots)})"
+                    )
         return self
 
 
 # The first seven are edits the rule checks can see; the rest teach the conformance classifier what they cannot.
-CONTRASTIVE_EDITS = ("changed_number", "dropped_escalation", "casual_rewrite", "promised_date",
-                     "over_limit_approval", "skipped_identity_check", "dropped_sign_off",
-                     "instructions_first", "wrong_team", "claimed_done", "blame_sentence", "invented_fact",
-                     "alternative_refund", "accepted_final_sale", "accepted_late_return", "outside_advice",
-                     "competitor_mention", "waived_condition", "price_difference", "early_lost", "credential_request")
+CONTRASTIVE_EDITS = (
+    "changed_number",
+    "dropped_escalation",
+    "casual_rewrite",
+    "promised_date",
+    "over_limit_approval",
+    "skipped_identity_check",
+    "dropped_sign_off",
+    "instructions_first",
+    "wrong_team",
+    "claimed_done",
+    "blame_sentence",
+    "invented_fact",
+    "alternative_refund",
+    "accepted_final_sale",
+    "accepted_late_return",
+    "outside_advice",
+    "competitor_mention",
+    "waived_condition",
+    "price_difference",
+    "early_lost",
+    "credential_request",
+)
 
 
 class ContrastiveConfig(_Section):
     enabled: bool = False
     edits: list[Literal[CONTRASTIVE_EDITS]] = list(CONTRASTIVE_EDITS)  # type: ignore[valid-type]
     max_seeds: int | None = Field(None, ge=1, description="human training seeds to build negatives from")
-    promise_rule: str = Field("D1", description="rule a promised delivery date breaks")
-    identity_rule: str = Field("P1", description="rule a skipped identity check breaks")
+    # Default: the policy's contrastive data (policy.yaml's `contrastive` file) names them.
+    promise_rule: str | None = Field(None, description="rule a promised delivery date breaks")
+    identity_rule: str | None = Field(None, description="rule a skipped identity check breaks")
 
 
 class ServerConfig(_Section):
@@ -204,8 +256,12 @@ class GenerateConfig(_Section):
 class MinHashConfig(_Section):
     enabled: bool = True
     num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations per record")
-    threshold: float = Field(0.7, gt=0, lt=1, description="estimated Jaccard of word shingles that makes a near-duplicate")
-    bands: int | None = Field(None, ge=1, description="LSH bands (with rows); default: datasketch's optimum for threshold")
+    threshold: float = Field(
+        0.7, gt=0, lt=1, description="estimated Jaccard of word shingles that makes a near-duplicate"
+    )
+    bands: int | None = Field(
+        None, ge=1, description="LSH bands (with rows); default: datasketch's optimum for threshold"
+    )
     rows: int | None = Field(None, ge=1, description="MinHash values per band")
     shingle_words: int = Field(3, ge=1, description="words per shingle")
     seed: int = 1
@@ -227,12 +283,15 @@ class SemanticConfig(_Section):
     neighbours: int = Field(16, ge=1, description="nearest records checked per record")
     # A reworded copy states the same facts; a look-alike with another day count, amount or window does not,
     # and embeddings barely see a changed number. benchmarks/bench_paraphrase.py measures it.
-    same_numbers: bool = Field(False, description="a duplicate's numbers (request, response) must each be a "
-                                                  "subset of the earlier record's, or the reverse")
+    same_numbers: bool = Field(
+        False,
+        description="a duplicate's numbers (request, response) must each be a "
+        "subset of the earlier record's, or the reverse",
+    )
 
 
 class ClassifierConfig(_Section):
-    """The learned conformance classifier (ballast.conformance), run after the rule checks on what they kept."""
+    """The learned conformance classifier (ballast.curate.conformance), run after the rule checks on what they kept."""
 
     enabled: bool = False  # fits on the training seeds and their contrastive negatives (about a minute on CPU)
     # 0.9: in benchmarks/bench_devset.py's devset sweep (rules OR classifier) 0.8 and 0.9 both keep precision
@@ -260,7 +319,7 @@ SCORE_KEYS = ("ifd", "conformance", "judge")
 
 
 class JudgeConfig(_Section):
-    """The LLM judge (ballast.judge): the weak model in process unless a server is given."""
+    """The LLM judge (ballast.score.judge): the weak model in process unless a server is given."""
 
     server: ServerConfig | None = None
     decoding: DecodingConfig = DecodingConfig(temperature=0.0, top_p=1.0, max_tokens=128)
@@ -269,7 +328,7 @@ class JudgeConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    """Quality scores (ballast.quality): IFD and perplexity from the weak model, and the optional judge."""
+    """Quality scores (ballast.score.ifd): IFD and perplexity from the weak model, and the optional judge."""
 
     enabled: bool = True
     batch_size: int = Field(16, ge=1, description="sequences per forward pass, grouped by length")
@@ -287,21 +346,26 @@ class SelectConfig(_Section):
     # Combined score: the weighted mean of the parts present, each in [0, 1]: ifd (Record.scores["ifd"]),
     # conformance (1 - scores["p_violation"]), judge ((scores["judge"] - 1) / 4, a 1-5 rubric score).
     score_weights: dict[Literal[SCORE_KEYS], float] = Field(  # type: ignore[valid-type]
-        {"ifd": 1.0, "conformance": 2.0, "judge": 1.0}, description="weight of each part of the combined score")
+        {"ifd": 1.0, "conformance": 2.0, "judge": 1.0}, description="weight of each part of the combined score"
+    )
     neutral_score: float = Field(0.5, ge=0, le=1, description="value of a part the record has no score for")
     # Cherry LLM and Superfiltering rank by IFD descending (a response the instruction helps only a little is
     # a harder, more informative example) and drop IFD >= 1, where the instruction does not help at all.
     ifd_prefer: Literal["high", "low"] = Field("high", description="which end of IFD below max_ifd scores best")
     max_ifd: float | None = Field(1.0, gt=0, description="drop a record with IFD at or above this (None: keep)")
-    min_distance: float = Field(0.05, ge=0, le=2, description="cosine distance a record must exceed to "
-                                                            "every record already selected")
-    embedder: Literal["static", "minilm"] = Field("static", description="static: distilled MiniLM, fast at "
-                                                                       "pool scale; minilm: the transformer")
+    min_distance: float = Field(
+        0.05, ge=0, le=2, description="cosine distance a record must exceed to every record already selected"
+    )
+    embedder: Literal["static", "minilm"] = Field(
+        "static", description="static: distilled MiniLM, fast at pool scale; minilm: the transformer"
+    )
     source_mix: dict[Source, float] = Field({}, description="source -> largest share of the synthetic budget")
     slice_min_share: dict[str, float] | float = Field(
-        {}, description="slice -> smallest share of the synthetic budget, filled first; one number: every slice")
-    coverage_clusters: int | None = Field(None, ge=2, description="k-means clusters of the coverage report "
-                                                                  "(None: sqrt of the records compared)")
+        {}, description="slice -> smallest share of the synthetic budget, filled first; one number: every slice"
+    )
+    coverage_clusters: int | None = Field(
+        None, ge=2, description="k-means clusters of the coverage report (None: sqrt of the records compared)"
+    )
     seed: int | None = Field(None, description="tie-break seed for equal scores (None: the recipe's seed)")
 
     @model_validator(mode="after")
@@ -342,6 +406,43 @@ class GateConfig(_Section):
     max_benign_refusal: float | None = Field(None, ge=0, le=1)
     min_escalation_recall: float | None = Field(None, ge=0, le=1)
     min_signoff: float | None = Field(None, ge=0, le=1)
+
+
+# The train stage's settings live here, not in ballast.train: loading a recipe must not import torch or TRL.
+class AuxConfidence(_Section):
+    """Burns et al. (2023)'s auxiliary confidence loss for weak-to-strong training: at each response token the
+    target is mixed with the student's own hardened (argmax, detached) prediction, so a strong student can overrule
+    weak labels it is confident are wrong. The mixing weight ramps linearly from 0 over the warm-up steps, as in
+    the paper, because early predictions are those of the untuned base."""
+
+    weight: float = Field(0.0, ge=0, lt=1, description="mixing weight after warm-up; 0 switches the term off")
+    warmup_fraction: float = Field(0.2, ge=0, le=1, description="share of the optimiser steps the ramp takes")
+
+    def at(self, step: int, total_steps: int) -> float:
+        """The mixing weight at optimiser step `step` of `total_steps`."""
+        ramp = self.warmup_fraction * total_steps
+        return self.weight if ramp <= 0 else self.weight * min(1.0, step / ramp)
+
+
+class TrainConfig(_Section):
+    """Defaults sized for a laptop CPU: a small adapter, short sequences, one pass over the data."""
+
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int | None = None  # caps the steps that epochs imply
+    batch_size: int = 4
+    grad_accumulation: int = 4
+    max_seq_len: int = 512
+    seed: int | None = Field(None, description="training seed (None: the recipe's seed)")
+    logging_steps: int = 10
+    aux_confidence: AuxConfidence = AuxConfidence()
+
+    def seed_or(self, default: int) -> int:
+        return self.seed if self.seed is not None else default
 
 
 class ModelsConfig(_Section):
@@ -399,19 +500,31 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise InputError("no such recipe file", file=path)
     data, node = load_yaml(path)
     if not isinstance(data, dict):
-        raise InputError("a recipe is a YAML mapping", file=path)
+        raise InputError("a recipe is a YAML mapping", file=path, line=1)
     for override in overrides:
         _apply_override(data, override)
-    recipe = validate(Recipe, data, file=path, node=node)
+    try:
+        recipe = validate(Recipe, data, file=path, node=node)
+    except InputError as exc:
+        # A bad value given as KEY=VALUE has no line in the file: point at the command line instead.
+        overridden = [o.partition("=")[0] for o in overrides]
+        if exc.field and any(exc.field == k or exc.field.startswith(f"{k}.") for k in overridden):
+            raise InputError(exc.message, file="<command line>", field=exc.field) from None
+        raise
     base = path.parent
     fixed = {k: base / getattr(recipe, k) for k in ("policy", "seeds") if not getattr(recipe, k).is_absolute()}
     for key, value in fixed.items():
         if not value.is_file():
-            raise InputError(f"{key} file {value} does not exist", file=path, field=key)
+            raise InputError(f"{key} file {value} does not exist", file=path, line=line_of(node, (key,)), field=key)
     probes = recipe.evaluate.probes
     if probes is not None:
         probes = probes if probes.is_absolute() else base / probes
         if not probes.is_file():
-            raise InputError(f"probes file {probes} does not exist", file=path, field="evaluate.probes")
+            raise InputError(
+                f"probes file {probes} does not exist",
+                file=path,
+                line=line_of(node, ("evaluate", "probes")),
+                field="evaluate.probes",
+            )
         fixed["evaluate"] = recipe.evaluate.model_copy(update={"probes": probes})
     return recipe.model_copy(update=fixed)

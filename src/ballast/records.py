@@ -79,3 +79,7 @@ class Record(BaseModel):
         self.decisions.append(Decision(stage=stage, kept=kept, reason=reason, **details))
         return self
 
+
+def record_text(record: Record) -> str:
+    """The text a duplicate is judged on (and an embedding is made of): the whole example, as trained on."""
+    return f"{record.instruction}\n{record.input}\n{record.output}"

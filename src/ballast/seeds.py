@@ -13,10 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ballast.errors import InputError
 from ballast.jsonl import read_jsonl
-from ballast.policy import Policy
+from ballast.policy.schema import Policy
 from ballast.records import Record, Source
-
-SLICES = ("tone", "returns", "warranty", "delivery", "escalation", "privacy", "membership", "compliance", "benign")
 
 
 class SeedLine(BaseModel):
@@ -29,7 +27,7 @@ class SeedLine(BaseModel):
     output: str = Field(min_length=1)
     audience: Literal["customer", "agent"]
     rules: list[str]
-    slice: Literal[SLICES]  # type: ignore[valid-type]
+    slice: str = Field(min_length=1)  # one of the policy's slices
 
 
 class ProbeLine(SeedLine):
@@ -58,15 +56,34 @@ def load_seeds(path: str | Path, policy: Policy, line_model: type[SeedLine] = Se
     for line, seed in read_jsonl(line_model, path):
         unknown = [r for r in seed.rules if r not in policy.by_id]
         if unknown:
-            raise InputError(f"unknown rule ids {unknown}; expected ids from {policy.policy_id}",
-                             file=path, line=line, field="rules")
+            raise InputError(
+                f"unknown rule ids {unknown}; expected ids from {policy.policy_id}", file=path, line=line, field="rules"
+            )
+        if policy.slices and line_model is SeedLine and seed.slice not in policy.slices:
+            raise InputError(
+                f"Input should be one of the policy's slices {policy.slices}, not {seed.slice!r}",
+                file=path,
+                line=line,
+                field="slice",
+            )
         if seed.ref in refs:
-            raise InputError(f"ref {seed.ref!r} already used on line {refs[seed.ref]}", file=path, line=line, field="ref")
+            raise InputError(
+                f"ref {seed.ref!r} already used on line {refs[seed.ref]}", file=path, line=line, field="ref"
+            )
         refs[seed.ref] = line
-        records.append(Record(instruction=seed.instruction, input=seed.input, output=seed.output,
-                              source=Source.human, policy_version=policy.policy_id, slice=seed.slice,
-                              rules=seed.rules, audience=seed.audience,
-                              meta={"ref": seed.ref, **({"probe": seed.probe} if isinstance(seed, ProbeLine) else {})}))
+        records.append(
+            Record(
+                instruction=seed.instruction,
+                input=seed.input,
+                output=seed.output,
+                source=Source.human,
+                policy_version=policy.policy_id,
+                slice=seed.slice,
+                rules=seed.rules,
+                audience=seed.audience,
+                meta={"ref": seed.ref, **({"probe": seed.probe} if isinstance(seed, ProbeLine) else {})},
+            )
+        )
     if not records:
         raise InputError("the seed file holds no examples", file=path)
     return records
@@ -86,5 +103,7 @@ def split_heldout(seeds: list[Record], fraction: float, salt: str = "heldout") -
     for members in by_slice.values():
         ranked = sorted(members, key=lambda r: _rank_key(r, salt))
         heldout_refs.update(r.meta["ref"] for r in ranked[: math.ceil(fraction * len(members))])
-    return SeedSplit(train=[r for r in seeds if r.meta["ref"] not in heldout_refs],
-                     heldout=[r for r in seeds if r.meta["ref"] in heldout_refs])
+    return SeedSplit(
+        train=[r for r in seeds if r.meta["ref"] not in heldout_refs],
+        heldout=[r for r in seeds if r.meta["ref"] in heldout_refs],
+    )

@@ -13,30 +13,40 @@ import pyarrow.parquet as pq
 from ballast.records import Record
 
 _MODEL = pa.struct([("name", pa.string()), ("sha256", pa.string())])
-_DECISION = pa.struct([("stage", pa.string()), ("kept", pa.bool_()), ("reason", pa.string()),
-                       ("rule_id", pa.string()), ("score", pa.float64()), ("duplicate_of", pa.string())])
+_DECISION = pa.struct(
+    [
+        ("stage", pa.string()),
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),
+        ("rule_id", pa.string()),
+        ("score", pa.float64()),
+        ("duplicate_of", pa.string()),
+    ]
+)
 
-RECORD_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("instruction", pa.string()),
-    ("input", pa.string()),
-    ("output", pa.string()),
-    ("source", pa.string()),
-    ("parent_ids", pa.list_(pa.string())),
-    ("round", pa.int32()),
-    ("generator", _MODEL),
-    ("template_id", pa.string()),
-    ("template_sha256", pa.string()),
-    ("decoding", pa.string()),  # JSON: settings differ between backends, a fixed struct would not fit all
-    ("policy_version", pa.string()),
-    ("slice", pa.string()),
-    ("rules", pa.list_(pa.string())),
-    ("audience", pa.string()),
-    ("weight", pa.float64()),
-    ("scores", pa.map_(pa.string(), pa.float64())),
-    ("decisions", pa.list_(_DECISION)),
-    ("meta", pa.map_(pa.string(), pa.string())),
-])
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("instruction", pa.string()),
+        ("input", pa.string()),
+        ("output", pa.string()),
+        ("source", pa.string()),
+        ("parent_ids", pa.list_(pa.string())),
+        ("round", pa.int32()),
+        ("generator", _MODEL),
+        ("template_id", pa.string()),
+        ("template_sha256", pa.string()),
+        ("decoding", pa.string()),  # JSON: settings differ between backends, a fixed struct would not fit all
+        ("policy_version", pa.string()),
+        ("slice", pa.string()),
+        ("rules", pa.list_(pa.string())),
+        ("audience", pa.string()),
+        ("weight", pa.float64()),
+        ("scores", pa.map_(pa.string(), pa.float64())),
+        ("decisions", pa.list_(_DECISION)),
+        ("meta", pa.map_(pa.string(), pa.string())),
+    ]
+)
 
 DECISION_SCHEMA = pa.schema([("record_id", pa.string()), ("source", pa.string()), *_DECISION])
 
@@ -101,4 +111,3 @@ def write_json(data: object, path: str | Path) -> Path:
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
-

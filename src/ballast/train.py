@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from ballast.backends.models import file_sha256, resolve
 from ballast.backends.transformers_hf import (
     ADAPTER_WEIGHTS,
     device_and_dtype,
@@ -27,45 +28,13 @@ from ballast.backends.transformers_hf import (
     stop_token_ids,
 )
 from ballast.mask_audit import MASK_AUDIT, audit_masks
-from ballast.models import file_sha256, resolve
-from ballast.prompts import record_messages
+from ballast.recipe import AuxConfidence, TrainConfig
 from ballast.records import ModelRef, Record
+from ballast.templates.prompts import record_messages
 
-
-class AuxConfidence(BaseModel):
-    """Burns et al. (2023)'s auxiliary confidence loss for weak-to-strong training: at each response token the
-    target is mixed with the student's own hardened (argmax, detached) prediction, so a strong student can overrule
-    weak labels it is confident are wrong. The mixing weight ramps linearly from 0 over the warm-up steps, as in
-    the paper, because early predictions are those of the untuned base."""
-
-    model_config = ConfigDict(extra="forbid")
-    weight: float = Field(0.0, ge=0, lt=1, description="mixing weight after warm-up; 0 switches the term off")
-    warmup_fraction: float = Field(0.2, ge=0, le=1, description="share of the optimiser steps the ramp takes")
-
-    def at(self, step: int, total_steps: int) -> float:
-        """The mixing weight at optimiser step `step` of `total_steps`."""
-        ramp = self.warmup_fraction * total_steps
-        return self.weight if ramp <= 0 else self.weight * min(1.0, step / ramp)
-
-
-class TrainConfig(BaseModel):
-    """Defaults sized for a laptop CPU: a small adapter, short sequences, one pass over the data."""
-
-    model_config = ConfigDict(extra="forbid")
-    base: str = "gemma3-270m"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    max_steps: int | None = None  # caps the steps that epochs imply
-    batch_size: int = 4
-    grad_accumulation: int = 4
-    max_seq_len: int = 512
-    seed: int = 0
-    logging_steps: int = 10
-    aux_confidence: AuxConfidence = AuxConfidence()
+# What the stage reads (recipe keys and shared values), from which Run builds its cache key: training prompts
+# carry the policy's company name, so the policy is one of them.
+READS = ("train", "models.strong", "seed", "policy")
 
 
 class TrainResult(BaseModel):
@@ -82,8 +51,9 @@ class TrainResult(BaseModel):
     versions: dict[str, str]
 
 
-def weighted_response_loss(logits: torch.Tensor, targets: torch.Tensor, example: torch.Tensor, weights: torch.Tensor,
-                           aux_weight: float = 0.0) -> torch.Tensor:
+def weighted_response_loss(
+    logits: torch.Tensor, targets: torch.Tensor, example: torch.Tensor, weights: torch.Tensor, aux_weight: float = 0.0
+) -> torch.Tensor:
     """Mean negative log-likelihood of each record's response tokens, averaged over records by weight.
 
     With `aux_weight` a > 0, each token's loss is (1 - a) * CE(target) + a * CE(the model's own argmax)."""
@@ -111,8 +81,13 @@ class _WeightedSFTTrainer(SFTTrainer):
     tokens_seen = 0
     aux_confidence = AuxConfidence()
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
-                     num_items_in_batch: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, dict]:
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict]:
         logits, targets, example = response_logits(model, inputs)
         aux_weight = self.aux_confidence.at(self.state.global_step, self.state.max_steps)
         loss = weighted_response_loss(logits, targets, example, inputs["weight"], aux_weight)
@@ -126,63 +101,106 @@ class _WeightedSFTTrainer(SFTTrainer):
 def sft_dataset(records: list[Record], company: str) -> Dataset:
     """Each record as a prompt (system + user) and a completion (the assistant turn) in ballast's chat format."""
     conversations = [record_messages(r, company, with_response=True) for r in records]
-    return Dataset.from_dict({"id": [r.id for r in records], "prompt": [m[:-1] for m in conversations],
-                              "completion": [m[-1:] for m in conversations],
-                              "weight": [r.weight for r in records]})
+    return Dataset.from_dict(
+        {
+            "id": [r.id for r in records],
+            "prompt": [m[:-1] for m in conversations],
+            "completion": [m[-1:] for m in conversations],
+            "weight": [r.weight for r in records],
+        }
+    )
 
 
 def lora_config(cfg: TrainConfig) -> LoraConfig:
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
 
 
-def build_trainer(records: list[Record], company: str, cfg: TrainConfig, out_dir: Path) -> SFTTrainer:
-    """The TRL trainer over a fresh copy of the strong base, its dataset tokenised with ballast's chat template:
-    each record is a prompt (system + user) and a completion (the assistant turn), and only the completion is learnt.
+def build_trainer(
+    records: list[Record], company: str, cfg: TrainConfig, out_dir: Path, base: str, seed: int = 0
+) -> SFTTrainer:
+    """The TRL trainer over a fresh copy of the strong base (`base`, the recipe's models.strong), its dataset
+    tokenised with ballast's chat template: each record is a prompt (system + user) and a completion (the assistant
+    turn), and only the completion is learnt. `seed` is used when train.seed is not set.
     """
     if not records:
         raise ValueError("no records to train on")
-    model, tokenizer, _ = load_causal_lm(cfg.base, training=True)
+    model, tokenizer, _ = load_causal_lm(base, training=True)
     cuda = torch.cuda.is_available()
     # bf16 mixed precision (float32 master weights) wherever the device has native bf16 arithmetic: a GPU, or a
     # CPU with AVX512-BF16 / AMX, where it measured 1.3x float32's training speed; elsewhere bf16 is emulated, slow.
     mixed_bf16 = device_and_dtype()[1] == torch.bfloat16
     args = SFTConfig(
-        output_dir=str(out_dir), seed=cfg.seed, data_seed=cfg.seed, learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accumulation, max_length=cfg.max_seq_len,
-        completion_only_loss=True, logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
+        output_dir=str(out_dir),
+        seed=cfg.seed_or(seed),
+        data_seed=cfg.seed_or(seed),
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accumulation,
+        max_length=cfg.max_seq_len,
+        completion_only_loss=True,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
         # A 270M model does not need activation checkpointing, which would run each forward twice.
-        bf16=mixed_bf16, use_cpu=not cuda, activation_checkpointing=False,
-        remove_unused_columns=False)  # the collator needs the weight column, which the model's signature lacks
-    trainer = _WeightedSFTTrainer(model=model, args=args, train_dataset=sft_dataset(records, company),
-                                  processing_class=tokenizer, peft_config=lora_config(cfg),
-                                  data_collator=_WeightedCollator(pad_token_id=tokenizer.pad_token_id,
-                                                                  padding_free=True))
+        bf16=mixed_bf16,
+        use_cpu=not cuda,
+        activation_checkpointing=False,
+        remove_unused_columns=False,
+    )  # the collator needs the weight column, which the model's signature lacks
+    trainer = _WeightedSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=sft_dataset(records, company),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+        data_collator=_WeightedCollator(pad_token_id=tokenizer.pad_token_id, padding_free=True),
+    )
     trainer.aux_confidence = cfg.aux_confidence
     # What the model will learn, checked on the dataset it trains on; rows that max_seq_len cut are dropped.
     trainer.train_dataset, trainer.mask_audit = audit_masks(
-        trainer.train_dataset, tokenizer, records, max_seq_len=cfg.max_seq_len, stop_ids=stop_token_ids(tokenizer),
-        out=Path(out_dir) / MASK_AUDIT, seed=cfg.seed)
+        trainer.train_dataset,
+        tokenizer,
+        records,
+        max_seq_len=cfg.max_seq_len,
+        stop_ids=stop_token_ids(tokenizer),
+        out=Path(out_dir) / MASK_AUDIT,
+        seed=cfg.seed_or(seed),
+    )
     return trainer
 
 
-def train_lora(records: list[Record], company: str, cfg: TrainConfig, out_dir: Path) -> TrainResult:
-    """Fine-tune the strong base on the records; writes the adapter, mask_audit.json and train_meta.json into
+def train_lora(
+    records: list[Record], company: str, cfg: TrainConfig, out_dir: Path, base: str, seed: int = 0
+) -> TrainResult:
+    """Fine-tune the strong base `base` on the records; writes the adapter, mask_audit.json and train_meta.json into
     out_dir."""
     out_dir = Path(out_dir)
-    trainer = build_trainer(records, company, cfg, out_dir)
+    trainer = build_trainer(records, company, cfg, out_dir, base, seed)
     start = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - start
     trainer.model.save_pretrained(out_dir)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     result = TrainResult(
-        config=cfg, base=resolve(cfg.base)[1], adapter_sha256=file_sha256(out_dir / ADAPTER_WEIGHTS),
-        examples=len(trainer.train_dataset), dropped_too_long=len(records) - len(trainer.train_dataset),
-        steps=output.global_step, tokens_seen=trainer.tokens_seen, train_seconds=round(seconds, 3),
+        config=cfg,
+        base=resolve(base)[1],
+        adapter_sha256=file_sha256(out_dir / ADAPTER_WEIGHTS),
+        examples=len(trainer.train_dataset),
+        dropped_too_long=len(records) - len(trainer.train_dataset),
+        steps=output.global_step,
+        tokens_seen=trainer.tokens_seen,
+        train_seconds=round(seconds, 3),
         tokens_per_second=round(trainer.tokens_seen / seconds, 1),
         final_loss=losses[-1] if losses else output.training_loss,
-        versions={p: version(p) for p in ("ballast", "torch", "transformers", "trl", "peft")})
+        versions={p: version(p) for p in ("ballast", "torch", "transformers", "trl", "peft")},
+    )
     (out_dir / "train_meta.json").write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
     return result

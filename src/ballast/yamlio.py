@@ -13,20 +13,23 @@ from ballast.errors import InputError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """Walk the composed YAML tree along a pydantic error location; return a 1-based line."""
+def line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """Walk the composed YAML tree along a pydantic error location; return a 1-based line: the line of the
+    deepest key found (a section's own line, not its first entry's), or of the list item."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
         if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == key), None)
+            entry = next(((k, v) for k, v in node.value if k.value == key), None)
+            mark, child = (entry[0].start_mark, entry[1]) if entry else (None, None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             child = node.value[key]
+            mark = child.start_mark
         else:
             child = None
         if child is None:
             break
         node = child
-        line = node.start_mark.line + 1
+        line = mark.line + 1
     return line
 
 
@@ -40,8 +43,9 @@ def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path,
-                         line=mark.line + 1 if mark else None) from None
+        raise InputError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, line=mark.line + 1 if mark else None
+        ) from None
 
 
 def validate(model: type[M], data: Any, *, file: Path, node: yaml.Node | None = None) -> M:
@@ -52,8 +56,9 @@ def validate(model: type[M], data: Any, *, file: Path, node: yaml.Node | None = 
         err = exc.errors()[0]
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         more = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
-        raise InputError(f"{err['msg']}{more}", file=file, line=_line_of(node, loc),
-                         field=format_loc(loc) or None) from None
+        raise InputError(
+            f"{err['msg']}{more}", file=file, line=line_of(node, loc), field=format_loc(loc) or None
+        ) from None
 
 
 def load_model(model: type[M], path: Path) -> M:

@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 
 from ballast.backends.base import Decoding, Generation, Prompt, TokenScores, call_seed
-from ballast.models import chat_template, resolve
+from ballast.backends.models import chat_template, resolve
 
 
 class LlamaCppBackend:
@@ -24,8 +24,9 @@ class LlamaCppBackend:
     def _load(self, logits_all: bool):  # noqa: ANN202 - llama_cpp types are optional at import time
         from llama_cpp import Llama
 
-        return Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                     logits_all=logits_all, verbose=False)
+        return Llama(
+            model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads, logits_all=logits_all, verbose=False
+        )
 
     @cached_property
     def llm(self):  # noqa: ANN201
@@ -50,14 +51,17 @@ class LlamaCppBackend:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         vocab = self.llm
-        formatter = Jinja2ChatFormatter(template=self.chat_template,
-                                        eos_token=vocab.detokenize([vocab.token_eos()]).decode("utf-8", "replace"),
-                                        bos_token=vocab.detokenize([vocab.token_bos()]).decode("utf-8", "replace"),
-                                        add_generation_prompt=add_generation_prompt)
+        formatter = Jinja2ChatFormatter(
+            template=self.chat_template,
+            eos_token=vocab.detokenize([vocab.token_eos()]).decode("utf-8", "replace"),
+            bos_token=vocab.detokenize([vocab.token_bos()]).decode("utf-8", "replace"),
+            add_generation_prompt=add_generation_prompt,
+        )
         return formatter(messages=list(prompt)).prompt
 
-    def generate(self, prompts: Sequence[Prompt], decoding: Decoding,
-                 on_result: Callable[[int, Generation], None] | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[Prompt], decoding: Decoding, on_result: Callable[[int, Generation], None] | None = None
+    ) -> list[Generation]:
         """`on_result(i, generation)` is called as each prompt finishes, so callers can stream results."""
         results = []
         for i, prompt in enumerate(prompts):
@@ -70,14 +74,23 @@ class LlamaCppBackend:
         text = self.render(prompt)
         try:
             out = self.llm.create_completion(
-                text, max_tokens=decoding.max_tokens, temperature=decoding.temperature,
-                top_p=decoding.top_p, stop=list(decoding.stop) or None,
-                repeat_penalty=decoding.repetition_penalty, seed=call_seed(text, decoding.seed))
+                text,
+                max_tokens=decoding.max_tokens,
+                temperature=decoding.temperature,
+                top_p=decoding.top_p,
+                stop=list(decoding.stop) or None,
+                repeat_penalty=decoding.repetition_penalty,
+                seed=call_seed(text, decoding.seed),
+            )
         except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than the context
             return Generation(text=None, error=f"{type(exc).__name__}: {exc}")
         choice, usage = out["choices"][0], out["usage"]
-        return Generation(text=choice["text"], prompt_tokens=usage["prompt_tokens"],
-                          completion_tokens=usage["completion_tokens"], finish_reason=choice["finish_reason"])
+        return Generation(
+            text=choice["text"],
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            finish_reason=choice["finish_reason"],
+        )
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         llm = self._scorer

@@ -8,7 +8,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ballast.models import model_dir, resolve
+from ballast.backends.models import model_dir, resolve
 
 
 class MiniLMEmbedder:
@@ -25,6 +25,11 @@ class MiniLMEmbedder:
         return SentenceTransformer(str(model_dir("all-minilm-l6-v2")), device=self.device)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self._st.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False)
+        vectors = self._st.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return vectors.astype(np.float32, copy=False)

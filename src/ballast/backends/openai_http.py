@@ -42,9 +42,19 @@ def _retry_after(resp: httpx.Response) -> float:
 class OpenAIBackend:
     """Chat prompts go to /chat/completions, raw text to /completions; every failure is returned, not raised."""
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, concurrency: int = 4,
-                 timeout_s: float = 60.0, max_retries: int = 3, backoff_s: float = 0.5,
-                 model_sha256: str | None = None, requests_per_second: float | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = None,
+        concurrency: int = 4,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        model_sha256: str | None = None,
+        requests_per_second: float | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model_name = model
         self.model = ModelRef(name=model, sha256=model_sha256)
@@ -56,8 +66,13 @@ class OpenAIBackend:
         self.limiter = RateLimiter(requests_per_second) if requests_per_second else None
 
     def _request(self, prompt: Prompt, decoding: Decoding) -> tuple[str, dict]:
-        body: dict = {"model": self.model_name, "temperature": decoding.temperature, "top_p": decoding.top_p,
-                      "max_tokens": decoding.max_tokens, "seed": decoding.seed}
+        body: dict = {
+            "model": self.model_name,
+            "temperature": decoding.temperature,
+            "top_p": decoding.top_p,
+            "max_tokens": decoding.max_tokens,
+            "seed": decoding.seed,
+        }
         if decoding.stop:
             body["stop"] = list(decoding.stop)
         if decoding.repetition_penalty != 1.0:  # not in the OpenAI API; vLLM and llama.cpp servers read it
@@ -71,12 +86,16 @@ class OpenAIBackend:
         choice = payload["choices"][0]
         text = choice["text"] if path == "/completions" else choice["message"]["content"]
         usage = payload.get("usage") or {}
-        return Generation(text=text, prompt_tokens=usage.get("prompt_tokens", 0),
-                          completion_tokens=usage.get("completion_tokens", 0),
-                          finish_reason=choice.get("finish_reason"))
+        return Generation(
+            text=text,
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            finish_reason=choice.get("finish_reason"),
+        )
 
-    async def _one(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, prompt: Prompt,
-                   decoding: Decoding) -> Generation:
+    async def _one(
+        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, prompt: Prompt, decoding: Decoding
+    ) -> Generation:
         path, body = self._request(prompt, decoding)
         attempt = 0
         while True:
@@ -110,8 +129,9 @@ class OpenAIBackend:
             # A server's Retry-After (429, 503) is honoured when it asks for longer.
             await asyncio.sleep(max(wait_s, self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())))
 
-    async def agenerate(self, prompts: Sequence[Prompt], decoding: Decoding,
-                        on_result: Callable[[int, Generation], None] | None = None) -> list[Generation]:
+    async def agenerate(
+        self, prompts: Sequence[Prompt], decoding: Decoding, on_result: Callable[[int, Generation], None] | None = None
+    ) -> list[Generation]:
         """`on_result(i, generation)` is called as each request finishes, in completion order."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         gate = asyncio.Semaphore(self.concurrency)
@@ -126,7 +146,7 @@ class OpenAIBackend:
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=headers, limits=limits) as client:
             return list(await asyncio.gather(*(one(client, i, p) for i, p in enumerate(prompts))))
 
-    def generate(self, prompts: Sequence[Prompt], decoding: Decoding,
-                 on_result: Callable[[int, Generation], None] | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[Prompt], decoding: Decoding, on_result: Callable[[int, Generation], None] | None = None
+    ) -> list[Generation]:
         return asyncio.run(self.agenerate(prompts, decoding, on_result))
-

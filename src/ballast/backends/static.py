@@ -3,7 +3,7 @@
 MiniLM runs a transformer per text: about 100 texts a second on 2 CPU cores, so an hour for a 300,000-record
 pool. model2vec distils it once into one vector per token (a forward pass per vocabulary entry, PCA, Zipf
 weighting); a text's embedding is then the mean of its token vectors, thousands of texts a second. The
-distilled model is cached under `ballast.models.cache_dir()` and identified by the sha256 of its weights.
+distilled model is cached under `ballast.backends.models.cache_dir()` and identified by the sha256 of its weights.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ballast.models import cache_dir, file_sha256, model_dir, resolve
+from ballast.backends.models import cache_dir, file_sha256, model_dir, resolve
 from ballast.records import ModelRef
 
 SOURCE = "all-minilm-l6-v2"
@@ -46,9 +46,17 @@ def distil_static(pca_dims: int = 256) -> Path:
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
-    (tmp / "ballast.json").write_text(json.dumps({"source": SOURCE, "source_sha256": source.sha256,
-                                                  "pca_dims": pca_dims,
-                                                  "sha256": file_sha256(tmp / "model.safetensors")}, indent=1))
+    (tmp / "ballast.json").write_text(
+        json.dumps(
+            {
+                "source": SOURCE,
+                "source_sha256": source.sha256,
+                "pca_dims": pca_dims,
+                "sha256": file_sha256(tmp / "model.safetensors"),
+            },
+            indent=1,
+        )
+    )
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, folder)
@@ -100,12 +108,14 @@ class StaticEmbedder:
         table = self._table
         out = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
         for start in range(0, len(texts), 4096):
-            ids = self._token_ids(texts[start:start + 4096])
+            ids = self._token_ids(texts[start : start + 4096])
             lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
             flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-            counts = csr_matrix((np.ones(len(flat), dtype=np.float32), flat,
-                                 np.concatenate(([0], np.cumsum(lengths)))), shape=(len(ids), len(table)))
-            out[start:start + len(ids)] = counts @ table  # the sum: the mean's direction
+            counts = csr_matrix(
+                (np.ones(len(flat), dtype=np.float32), flat, np.concatenate(([0], np.cumsum(lengths)))),
+                shape=(len(ids), len(table)),
+            )
+            out[start : start + len(ids)] = counts @ table  # the sum: the mean's direction
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms > 0, norms, 1.0)
 

@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from ballast.backends.base import Decoding, Generation, Prompt, TokenScores, call_seed
-from ballast.models import cache_dir, chat_template, file_sha256, resolve
+from ballast.backends.models import cache_dir, chat_template, file_sha256, resolve
 from ballast.records import ModelRef
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -70,8 +70,9 @@ def hf_folder(name: str = "gemma3-270m") -> tuple[Path, ModelRef]:
     return folder, ref
 
 
-def load_causal_lm(name: str = "gemma3-270m", *, training: bool = False, dtype: torch.dtype | None = None
-                   ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]:
+def load_causal_lm(
+    name: str = "gemma3-270m", *, training: bool = False, dtype: torch.dtype | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]:
     """Model on the device and dtype of `device_and_dtype` (or `dtype`), tokenizer with ballast's chat template,
     ref."""
     folder, ref = hf_folder(name)
@@ -84,8 +85,9 @@ def load_causal_lm(name: str = "gemma3-270m", *, training: bool = False, dtype: 
     return model, tokenizer, ref
 
 
-def response_logits(model: torch.nn.Module, inputs: dict[str, torch.Tensor]
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def response_logits(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Float32 logits at the labelled positions only, their target tokens, and the index in the batch of the record
     each position belongs to. Only labelled positions go through the LM head, whose vocabulary-wide output (262k for
     Gemma) dominates the cost of a step. Takes a padded batch (one record per row, `attention_mask`) or a
@@ -109,12 +111,14 @@ def response_logits(model: torch.nn.Module, inputs: dict[str, torch.Tensor]
     return logits, targets[keep], example[:, :-1][keep]
 
 
-def label_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   labels: torch.Tensor) -> torch.Tensor:
+def label_logprobs(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """Log-probability of each label token given the tokens before it: shape (batch, seq - 1), 0 where the label is
     -100."""
-    logits, targets, _ = response_logits(model, {"input_ids": input_ids, "attention_mask": attention_mask,
-                                                 "labels": labels})
+    logits, targets, _ = response_logits(
+        model, {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    )
     picked = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
     keep = labels[:, 1:] != -100
     return torch.zeros(keep.shape, dtype=picked.dtype, device=picked.device).masked_scatter(keep, picked)
@@ -153,16 +157,18 @@ class StopExemptRepetitionPenalty(RepetitionPenaltyLogitsProcessor):
 class TransformersBackend:
     """Generator and Scorer over the strong base, optionally with a LoRA adapter merged in."""
 
-    def __init__(self, model: str = "gemma3-270m", *, adapter: Path | None = None, batch_size: int = 8,
-                 n_ctx: int = 2048) -> None:
+    def __init__(
+        self, model: str = "gemma3-270m", *, adapter: Path | None = None, batch_size: int = 8, n_ctx: int = 2048
+    ) -> None:
         lm, self.tokenizer, ref = load_causal_lm(model)
         if adapter is not None:
             from peft import PeftModel
 
             # Merged into the base weights, the adapter costs nothing at inference.
             lm = PeftModel.from_pretrained(lm, adapter).merge_and_unload()
-            ref = ModelRef(name=f"{ref.name}+lora:{file_sha256(Path(adapter) / ADAPTER_WEIGHTS)[:12]}",
-                           sha256=ref.sha256)
+            ref = ModelRef(
+                name=f"{ref.name}+lora:{file_sha256(Path(adapter) / ADAPTER_WEIGHTS)[:12]}", sha256=ref.sha256
+            )
         self.lm = lm.eval()
         self.model = ref
         self.batch_size = batch_size
@@ -173,8 +179,9 @@ class TransformersBackend:
         """The exact text the model sees, BOS included (llama.cpp adds its BOS at tokenisation instead)."""
         if isinstance(prompt, str):
             return self.tokenizer.bos_token + prompt
-        return self.tokenizer.apply_chat_template(list(prompt), tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
+        return self.tokenizer.apply_chat_template(
+            list(prompt), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
@@ -191,14 +198,18 @@ class TransformersBackend:
         fits = []
         for i, ids in enumerate(encoded):
             if len(ids) + decoding.max_tokens > self.n_ctx:
-                results[i] = Generation(text=None, error=f"ValueError: prompt of {len(ids)} tokens + max_tokens "
-                                                         f"{decoding.max_tokens} exceeds the context of {self.n_ctx}")
+                results[i] = Generation(
+                    text=None,
+                    error=f"ValueError: prompt of {len(ids)} tokens + max_tokens "
+                    f"{decoding.max_tokens} exceeds the context of {self.n_ctx}",
+                )
             else:
                 fits.append(i)
         for batch in self._batches(fits, [len(ids) for ids in encoded]):
             try:
-                generations = self._generate_batch([encoded[i] for i in batch],
-                                                   [call_seed(texts[i], decoding.seed) for i in batch], decoding)
+                generations = self._generate_batch(
+                    [encoded[i] for i in batch], [call_seed(texts[i], decoding.seed) for i in batch], decoding
+                )
             except RuntimeError as exc:  # e.g. out of GPU memory: the batch fails, the run goes on
                 generations = [Generation(text=None, error=f"{type(exc).__name__}: {exc}") for _ in batch]
             for i, generation in zip(batch, generations, strict=True):
@@ -212,12 +223,19 @@ class TransformersBackend:
         if decoding.repetition_penalty != 1.0:  # first: it reshapes the logits the warpers below then read
             processors.append(StopExemptRepetitionPenalty(decoding.repetition_penalty, self.stop_ids))
         if decoding.temperature > 0:
-            processors.extend([TemperatureLogitsWarper(decoding.temperature), TopPLogitsWarper(decoding.top_p),
-                               _GumbelNoise(seeds)])
-        config = GenerationConfig(max_new_tokens=decoding.max_tokens, do_sample=False, eos_token_id=self.stop_ids,
-                                  pad_token_id=self.tokenizer.pad_token_id, stop_strings=list(decoding.stop) or None)
-        out = self.lm.generate(**inputs, generation_config=config, logits_processor=processors,
-                               tokenizer=self.tokenizer)
+            processors.extend(
+                [TemperatureLogitsWarper(decoding.temperature), TopPLogitsWarper(decoding.top_p), _GumbelNoise(seeds)]
+            )
+        config = GenerationConfig(
+            max_new_tokens=decoding.max_tokens,
+            do_sample=False,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=list(decoding.stop) or None,
+        )
+        out = self.lm.generate(
+            **inputs, generation_config=config, logits_processor=processors, tokenizer=self.tokenizer
+        )
         results = []
         # A row that ends before the others is filled with padding after its last token.
         ends = {*self.stop_ids, self.tokenizer.pad_token_id}
@@ -227,8 +245,14 @@ class TransformersBackend:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             cut = min((k for k in (text.find(s) for s in decoding.stop) if k >= 0), default=None)
             finish = "length" if stop_at is None and cut is None else "stop"
-            results.append(Generation(text=text if cut is None else text[:cut], prompt_tokens=len(prompt),
-                                      completion_tokens=len(tokens), finish_reason=finish))
+            results.append(
+                Generation(
+                    text=text if cut is None else text[:cut],
+                    prompt_tokens=len(prompt),
+                    completion_tokens=len(tokens),
+                    finish_reason=finish,
+                )
+            )
         return results
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
@@ -244,10 +268,14 @@ class TransformersBackend:
         results: list[TokenScores | None] = [None] * len(rows)
         for batch in self._batches(list(range(len(rows))), [len(full) for full, _ in rows]):
             device, pairs = self.lm.device, [rows[i] for i in batch]
-            inputs = self.tokenizer.pad({"input_ids": [full for full, _ in pairs]}, padding_side="right",
-                                        return_tensors="pt").to(device)
-            labels = pad_sequence([torch.tensor([-100] * start + full[start:]) for full, start in pairs],
-                                  batch_first=True, padding_value=-100).to(device)
+            inputs = self.tokenizer.pad(
+                {"input_ids": [full for full, _ in pairs]}, padding_side="right", return_tensors="pt"
+            ).to(device)
+            labels = pad_sequence(
+                [torch.tensor([-100] * start + full[start:]) for full, start in pairs],
+                batch_first=True,
+                padding_value=-100,
+            ).to(device)
             with torch.inference_mode():
                 logprobs = label_logprobs(self.lm, inputs["input_ids"], inputs["attention_mask"], labels)
             for b, i in enumerate(batch):

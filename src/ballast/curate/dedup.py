@@ -9,29 +9,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xxhash
 
-from ballast.curate.base import BatchFilter, Drop
-from ballast.curate.filters import normalised
-from ballast.records import Record
-from ballast.recipe import MinHashConfig, SemanticConfig
+from ballast.curate.base import Drop, Filter
+from ballast.curate.text import normalised
+from ballast.records import Record, record_text
+
+if TYPE_CHECKING:  # annotations only
+    from ballast.recipe import MinHashConfig, SemanticConfig
 
 _U64 = np.uint64
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
-def record_text(record: Record) -> str:
-    """The text a duplicate is judged on: the whole example, as the model would be trained on it."""
-    return f"{record.instruction}\n{record.input}\n{record.output}"
-
-
 def numbers(record: Record) -> tuple[frozenset[str], frozenset[str]]:
     """The numbers a record states (days, amounts, card digits), as written: in its request (instruction and
     input) and in its response."""
-    return (frozenset(_NUMBER.findall(f"{record.instruction}\n{record.input}")),
-            frozenset(_NUMBER.findall(record.output)))
+    return (
+        frozenset(_NUMBER.findall(f"{record.instruction}\n{record.input}")),
+        frozenset(_NUMBER.findall(record.output)),
+    )
 
 
 def same_facts(a: tuple[frozenset[str], ...], b: tuple[frozenset[str], ...]) -> bool:
@@ -100,8 +100,9 @@ class MinHasher:
         width = np.minimum(lengths, k)
         n_shingles = np.where(empty, 0, np.maximum(lengths - k + 1, 1))
         doc = np.repeat(np.arange(n), n_shingles)
-        first = np.repeat(starts, n_shingles) + (np.arange(int(n_shingles.sum())) -
-                                                  np.repeat(np.cumsum(n_shingles) - n_shingles, n_shingles))
+        first = np.repeat(starts, n_shingles) + (
+            np.arange(int(n_shingles.sum())) - np.repeat(np.cumsum(n_shingles) - n_shingles, n_shingles)
+        )
         acc = np.zeros(len(first), dtype=np.uint64)
         padded = np.concatenate((tokens, np.zeros(k, dtype=np.uint64)))
         w = width[doc]
@@ -133,11 +134,11 @@ class _GrowingRows:
             grown = np.empty((max(need, 2 * len(self.data)), self.data.shape[1]), dtype=self.data.dtype)
             grown[: self.n] = self.data[: self.n]
             self.data = grown
-        self.data[self.n: need] = rows
+        self.data[self.n : need] = rows
         self.n = need
 
 
-class MinHashDuplicate(BatchFilter):
+class MinHashDuplicate(Filter):
     """Near-duplicates of an earlier kept record: LSH bands propose candidates, the MinHash estimate of the
     Jaccard similarity of word shingles (over instruction, input and response) confirms them."""
 
@@ -162,7 +163,7 @@ class MinHashDuplicate(BatchFilter):
         keys = np.empty((len(sig), self.bands), dtype=np.uint64)
         wide = sig.astype(np.uint64)
         for b in range(self.bands):
-            block = wide[:, b * self.rows: (b + 1) * self.rows]
+            block = wide[:, b * self.rows : (b + 1) * self.rows]
             keys[:, b] = _mix64((block * self._band_mult).sum(axis=1, dtype=np.uint64) + _U64(b))
         return keys
 
@@ -214,14 +215,17 @@ class MinHashDuplicate(BatchFilter):
                     j, steps = before[b, j], steps + 1
             if best >= threshold:
                 kept[i] = False
-                verdicts[i] = Drop(f"near-duplicate: MinHash Jaccard {best:.2f} >= {threshold:g} "
-                                   f"(word {self.cfg.shingle_words}-shingles)", score=round(best, 4),
-                                   duplicate_of=best_id)
+                verdicts[i] = Drop(
+                    f"near-duplicate: MinHash Jaccard {best:.2f} >= {threshold:g} "
+                    f"(word {self.cfg.shingle_words}-shingles)",
+                    score=round(best, 4),
+                    duplicate_of=best_id,
+                )
         self._insert(sig[kept], keys[kept], [r.id for r, k in zip(records, kept) if k])
         return verdicts
 
 
-class SemanticDuplicate(BatchFilter):
+class SemanticDuplicate(Filter):
     """Records whose embedding is within a cosine threshold of an earlier kept record's. A batch is added to a
     usearch HNSW index (int8, for speed) first, so one search proposes near neighbours in earlier batches and in
     the same batch; the exact cosine (from the float16 vectors kept beside the index) decides. Neighbours later
@@ -252,8 +256,9 @@ class SemanticDuplicate(BatchFilter):
 
             # Static embeddings of one domain crowd into a narrow cone; a wide search keeps recall of near
             # neighbours high (98-99% of the exact ones on the benchmark pool) where a narrow one loses a sixth.
-            self._index = Index(ndim=vectors.shape[1], metric="cos", dtype="i8", connectivity=16,
-                                expansion_add=64, expansion_search=128)
+            self._index = Index(
+                ndim=vectors.shape[1], metric="cos", dtype="i8", connectivity=16, expansion_add=64, expansion_search=128
+            )
             self._vectors = _GrowingRows(vectors.shape[1], np.float16)
         if len(vectors):
             keys = np.arange(len(self._ids), len(self._ids) + len(vectors), dtype=np.uint64)
@@ -292,8 +297,11 @@ class SemanticDuplicate(BatchFilter):
                     score, other = sim, self._ids[key]
             if other is not None:
                 dropped[i] = True
-                verdicts[i] = Drop(f"semantic duplicate: cosine {score:.3f} >= {threshold:g} "
-                                   f"({self.embedder.model.name})", score=round(score, 4), duplicate_of=other)
+                verdicts[i] = Drop(
+                    f"semantic duplicate: cosine {score:.3f} >= {threshold:g} ({self.embedder.model.name})",
+                    score=round(score, 4),
+                    duplicate_of=other,
+                )
         gone = np.nonzero(dropped | blank)[0]
         if len(gone):
             self._index.remove((first + gone).astype(np.uint64))

@@ -4,27 +4,19 @@ duplicates, policy rule checks, the learned conformance classifier."""
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from itertools import chain
 from typing import TYPE_CHECKING
 
-from ballast.curate.base import BatchFilter, Drop, Filter
-from ballast.novelty_index import RougeNoveltyIndex
-from ballast.policy_checks import PolicyChecker
+from ballast.curate.base import Drop, Filter
+from ballast.curate.text import normalised
 from ballast.records import Record
-from ballast.recipe import CurateConfig
+from ballast.rouge import RougeNoveltyIndex
 
-if TYPE_CHECKING:  # the classifier pulls in scikit-learn and an embedding model; only when it is used
-    from ballast.conformance import ConformanceClassifier
-
-_NORMALISE = re.compile(r"[\W_]+", re.UNICODE)
-
-
-@lru_cache(maxsize=1 << 17)  # several filters normalise the same texts of a chunk one after another
-def normalised(text: str) -> str:
-    return _NORMALISE.sub(" ", text.lower()).strip()
+if TYPE_CHECKING:  # annotations only: the classifier pulls in scikit-learn and an embedding model
+    from ballast.curate.conformance import ConformanceClassifier
+    from ballast.policy.checks import PolicyChecker
+    from ballast.recipe import CurateConfig
 
 
 class LengthFormat(Filter):
@@ -78,7 +70,7 @@ class ExactDuplicate(Filter):
 
 class Novelty(Filter):
     """Self-Instruct's rule on instructions: ROUGE-L F above the threshold against any earlier one. The index
-    (ballast.novelty_index) gives the exhaustive comparison's decision without comparing every pair."""
+    (ballast.rouge) gives the exhaustive comparison's decision without comparing every pair."""
 
     name = "rouge_novelty"
 
@@ -89,7 +81,9 @@ class Novelty(Filter):
 
     def prepare(self, instructions: Iterable[str]) -> None:
         """Count tokens over the instructions to come, so the index orders them rarest first (faster, not
-        different); then index the seen records. Optional; must come before the first `drop`."""
+        different); then index the seen records. Optional; only before the first `drop` has any effect."""
+        if self._ready:
+            return
         self.novelty.fit(chain(instructions, (r.instruction for r in self._seen)))
         self._index_seen()
 
@@ -99,18 +93,15 @@ class Novelty(Filter):
                 self.novelty.add(r.id, r.instruction)
             self._ready = True
 
-    def run(self, records: Iterable[Record]) -> None:
-        records = list(records)
-        if not self._ready:
-            self.prepare(r.instruction for r in records if r.kept)
-        super().run(records)
-
     def drop(self, record: Record) -> Drop | None:
         self._index_seen()
         novel, similar, score = self.novelty.add_if_novel(record.id, record.instruction)
         if not novel:
-            return Drop(f"ROUGE-L {score:.2f} > {self.novelty.threshold} against an earlier instruction",
-                        score=score, duplicate_of=similar)
+            return Drop(
+                f"ROUGE-L {score:.2f} > {self.novelty.threshold} against an earlier instruction",
+                score=score,
+                duplicate_of=similar,
+            )
         return None
 
 
@@ -130,7 +121,7 @@ class PolicyRules(Filter):
         return Drop(reason, rule_id=findings[0].rule_id, score=float(len(findings)))
 
 
-class Conformance(BatchFilter):
+class Conformance(Filter):
     """The conformance classifier's violation probability, kept in `scores["p_violation"]` on every record it
     sees; at or above the threshold the record goes, under the most likely rule."""
 
@@ -150,28 +141,11 @@ class Conformance(BatchFilter):
                 out.append(None)
                 continue
             likely = ", ".join(f"{rule_id} ({p:.2f})" for rule_id, p in verdict.rules)
-            out.append(Drop(f"classifier: p_violation={verdict.p_violation:.2f}, likely {likely}",
-                            rule_id=verdict.top_rule, score=verdict.p_violation))
+            out.append(
+                Drop(
+                    f"classifier: p_violation={verdict.p_violation:.2f}, likely {likely}",
+                    rule_id=verdict.top_rule,
+                    score=verdict.p_violation,
+                )
+            )
         return out
-
-
-def curation_filters(cfg: CurateConfig, seen: list[Record], checker: PolicyChecker | None,
-                     classifier: ConformanceClassifier | None = None) -> list[Filter]:
-    """The filters in order; `seen` (the human training seeds) counts as earlier for duplicates. The classifier,
-    required when enabled, comes after the rule checks and sees only what they kept."""
-    from ballast.curate.dedup import MinHashDuplicate, SemanticDuplicate
-    from ballast.curate.text import TextCheck
-
-    filters: list[Filter] = [TextCheck(cfg), LengthFormat(cfg), ExactDuplicate(seen)]
-    if cfg.minhash.enabled:
-        filters.append(MinHashDuplicate(cfg.minhash, seen))
-    filters.append(Novelty(cfg.rouge_threshold, seen))
-    if cfg.semantic.enabled:
-        filters.append(SemanticDuplicate(cfg.semantic, seen))
-    if cfg.policy_checks and checker is not None:
-        filters.append(PolicyRules(checker))
-    if cfg.classifier.enabled:
-        if classifier is None:  # a switched-on stage must not vanish silently
-            raise ValueError("curate.classifier.enabled is set but no fitted conformance classifier was given")
-        filters.append(Conformance(classifier, cfg.classifier.threshold))
-    return filters

@@ -20,23 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
-from ballast.curate.base import BatchFilter, Filter
-from ballast.curate.filters import curation_filters
+from ballast.curate.base import Filter, StageCount, decision
 from ballast.errors import InputError
-from ballast.policy import Policy
-from ballast.recipe import ContrastiveConfig, CurateConfig
+from ballast.policy.schema import Policy
+from ballast.recipe import CurateConfig
 from ballast.records import Record, Source, content_id
 from ballast.store import DECISION_SCHEMA, RECORD_SCHEMA
 
 _DECISIONS_TYPE = RECORD_SCHEMA.field("decisions").type
-
-
-@dataclass
-class StageCount:
-    decided: int = 0
-    kept: int = 0
-    dropped: int = 0
-    seconds: float = 0.0
 
 
 @dataclass
@@ -50,10 +41,16 @@ class StreamReport:
     models: dict[str, dict] = field(default_factory=dict)  # stage -> the model it used (name, sha256)
 
     def as_dict(self) -> dict:
-        return {"records_in": self.records_in, "records_out": self.records_in, "kept": self.kept,
-                "dropped": self.dropped, "seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak_rss_mb),
-                "stages": {k: vars(v) | {"seconds": round(v.seconds, 2)} for k, v in self.stages.items()},
-                "models": self.models}
+        return {
+            "records_in": self.records_in,
+            "records_out": self.records_in,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "seconds": round(self.seconds, 2),
+            "peak_rss_mb": round(self.peak_rss_mb),
+            "stages": {k: vars(v) | {"seconds": round(v.seconds, 2)} for k, v in self.stages.items()},
+            "models": self.models,
+        }
 
 
 def peak_rss_mb() -> float:
@@ -75,14 +72,25 @@ def _conform(batch: pa.RecordBatch) -> pa.Table:
 
 def _records(table: pa.Table) -> list[Record]:
     """Light Record objects (no validation: the chunk came from our own schema) with what the filters read."""
-    cols = {name: table.column(name).to_pylist() for name in ("id", "instruction", "input", "output", "source",
-                                                             "audience")}
+    cols = {
+        name: table.column(name).to_pylist() for name in ("id", "instruction", "input", "output", "source", "audience")
+    }
     out = []
-    for rid, inst, inp, outp, src, aud in zip(cols["id"], cols["instruction"], cols["input"], cols["output"],
-                                              cols["source"], cols["audience"]):
+    for rid, inst, inp, outp, src, aud in zip(
+        cols["id"], cols["instruction"], cols["input"], cols["output"], cols["source"], cols["audience"]
+    ):
         inst, inp, outp = inst or "", inp or "", outp or ""
-        out.append(Record.model_construct(id=rid or content_id(inst, inp, outp), instruction=inst, input=inp,
-                                          output=outp, source=Source(src or "imported"), audience=aud, decisions=[]))
+        out.append(
+            Record.model_construct(
+                id=rid or content_id(inst, inp, outp),
+                instruction=inst,
+                input=inp,
+                output=outp,
+                source=Source(src or "imported"),
+                audience=aud,
+                decisions=[],
+            )
+        )
     return out
 
 
@@ -91,15 +99,25 @@ def _instructions(pool: Path, chunk_size: int) -> Iterator[str]:
         yield from (t or "" for t in batch.column(0).to_pylist())
 
 
-def curate_parquet(pool: str | Path, records_out: str | Path, decisions_out: str | Path, cfg: CurateConfig,
-                   seen: Sequence[Record] = (), policy: Policy | None = None,
-                   filters: list[Filter] | None = None, progress: bool = True,
-                   contrastive: ContrastiveConfig | None = None) -> StreamReport:
+def curate_parquet(
+    pool: str | Path,
+    records_out: str | Path,
+    decisions_out: str | Path,
+    cfg: CurateConfig,
+    seen: Sequence[Record] = (),
+    policy: Policy | None = None,
+    filters: list[Filter] | None = None,
+    progress: bool = True,
+    negatives: Sequence[Record] | None = None,
+) -> StreamReport:
     """Curate the records in `pool` (Parquet, RECORD_SCHEMA) chunk by chunk; write every record with its
     decisions to `records_out` and the long decision log to `decisions_out` (both written under temporary
     names and renamed at the end, so a killed run leaves no half-written file under the real name).
-    With `cfg.classifier.enabled` the conformance classifier is fitted on `seen` (the human training seeds)
-    and the negatives `contrastive` builds from them, as the in-memory curation does."""
+    Without `filters`, they are built as the in-memory curation builds them (`ballast.curate.stage.build_filters`):
+    with `cfg.classifier.enabled` the conformance classifier is fitted on `seen` (the human training seeds) and
+    `negatives` (the contrastive records built from them)."""
+    from ballast.curate.stage import build_filters
+
     pool, records_out, decisions_out = Path(pool), Path(records_out), Path(decisions_out)
     if not pool.is_file():
         raise InputError("no such pool file", file=pool)
@@ -111,31 +129,27 @@ def curate_parquet(pool: str | Path, records_out: str | Path, decisions_out: str
         raise InputError("the pool has no 'instruction' column; import it with `ballast import`", file=pool)
     checker = None
     if policy is not None:
-        from ballast.policy_checks import PolicyChecker
+        from ballast.policy.checks import PolicyChecker
 
         checker = PolicyChecker(policy)
     if filters is None:
-        classifier = None
-        if cfg.classifier.enabled:
-            if policy is None or not seen:
-                raise InputError("needs the policy and the human training seeds to fit the conformance "
-                                 "classifier on (run with a recipe)", field="curate.classifier.enabled")
-            from ballast.conformance import fit_from_seeds
-
-            classifier = fit_from_seeds(policy, seen, cfg.classifier, contrastive)
-        filters = curation_filters(cfg, list(seen), checker if cfg.policy_checks else None, classifier)
+        if cfg.classifier.enabled and (policy is None or not seen or not negatives):
+            raise InputError(
+                "needs the policy, the human training seeds and their contrastive negatives to fit "
+                "the conformance classifier on (run with a recipe)",
+                field="curate.classifier.enabled",
+            )
+        filters = build_filters(cfg, list(seen), policy, negatives or (), checker=checker)
     start = time.perf_counter()
-    report = StreamReport(stages={f"curate.{f.name}": StageCount() for f in filters})
+    report = StreamReport(stages={f.stage: StageCount() for f in filters})
     for f in filters:
         model = getattr(getattr(f, "embedder", None), "model", None)
         if model is not None:
-            report.models[f"curate.{f.name}"] = model.model_dump()
+            report.models[f.stage] = model.model_dump()
     for f in filters:
-        prepare = getattr(f, "prepare", None)
-        if prepare is not None:
-            t0 = time.perf_counter()
-            prepare(_instructions(pool, cfg.chunk_size))
-            report.stages[f"curate.{f.name}"].seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        f.prepare(_instructions(pool, cfg.chunk_size))
+        report.stages[f.stage].seconds += time.perf_counter() - t0
 
     for path in (records_out, decisions_out):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,12 +157,15 @@ def curate_parquet(pool: str | Path, records_out: str | Path, decisions_out: str
     tmp_decisions = decisions_out.with_name(f".{decisions_out.name}.{os.getpid()}.tmp")
     # Filters from the first `concurrent` one on (embedding, index search: work that leaves the GIL) run in a
     # second thread on chunk k while the first ones run on chunk k+1; each filter still sees chunks in order.
-    split = next((k for k, f in enumerate(filters) if getattr(f, "concurrent", False)), len(filters))
+    split = next((k for k, f in enumerate(filters) if f.concurrent), len(filters))
     head, tail = filters[:split], filters[split:]
     total = meta.metadata.num_rows
-    with pq.ParquetWriter(tmp_records, RECORD_SCHEMA, compression="zstd") as rec_writer, \
-            pq.ParquetWriter(tmp_decisions, DECISION_SCHEMA, compression="zstd") as dec_writer, \
-            Progress(transient=True, disable=not progress) as bar, ThreadPoolExecutor(max_workers=1) as worker:
+    with (
+        pq.ParquetWriter(tmp_records, RECORD_SCHEMA, compression="zstd") as rec_writer,
+        pq.ParquetWriter(tmp_decisions, DECISION_SCHEMA, compression="zstd") as dec_writer,
+        Progress(transient=True, disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=1) as worker,
+    ):
         task = bar.add_task("curate", total=total)
 
         def finish(chunk: _Chunk) -> None:
@@ -190,34 +207,22 @@ class _Chunk:
         self.kept = [all(d["kept"] for d in ds) for ds in self.decisions]
 
     def table_with_decisions(self) -> pa.Table:
-        table = self.table.set_column(RECORD_SCHEMA.get_field_index("id"), "id",
-                                      pa.array([r.id for r in self.rows], pa.string()))
-        return table.set_column(RECORD_SCHEMA.get_field_index("decisions"), "decisions",
-                                pa.array(self.decisions, type=_DECISIONS_TYPE))
+        table = self.table.set_column(
+            RECORD_SCHEMA.get_field_index("id"), "id", pa.array([r.id for r in self.rows], pa.string())
+        )
+        return table.set_column(
+            RECORD_SCHEMA.get_field_index("decisions"), "decisions", pa.array(self.decisions, type=_DECISIONS_TYPE)
+        )
 
 
 def _run_filters(filters: list[Filter], chunk: _Chunk, report: StreamReport) -> None:
+    """The chunked executor's step: each filter in order over the chunk's records it has not dropped yet."""
     for f in filters:
-        stage = f"curate.{f.name}"
-        count = report.stages[stage]
         alive = [i for i, k in enumerate(chunk.kept) if k]
-        t0 = time.perf_counter()
-        if isinstance(f, BatchFilter):
-            verdicts = f.drop_batch([chunk.rows[i] for i in alive]) if alive else []
-        else:
-            verdicts = [f.drop(chunk.rows[i]) for i in alive]
-        count.seconds += time.perf_counter() - t0
-        count.decided += len(alive)
+        verdicts = f.verdicts([chunk.rows[i] for i in alive], report.stages[f.stage])
         for i, v in zip(alive, verdicts, strict=True):
-            if v is None:
-                chunk.decisions[i].append({"stage": stage, "kept": True, "reason": "passed", "rule_id": None,
-                                           "score": None, "duplicate_of": None})
-            else:
-                chunk.kept[i] = False
-                count.dropped += 1
-                chunk.decisions[i].append({"stage": stage, "kept": False, "reason": v.reason, "rule_id": v.rule_id,
-                                           "score": v.score, "duplicate_of": v.duplicate_of})
-        count.kept = count.decided - count.dropped
+            chunk.decisions[i].append(decision(f.stage, v))
+            chunk.kept[i] = v is None
 
 
 def _decision_log(rows: list[Record], decisions: list[list[dict]]) -> pa.Table:

@@ -4,18 +4,25 @@ to be one support exchange, text mangled by bad bytes and text in another langua
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from ballast.curate.base import Drop, Filter
+from ballast.policy.english import FUNCTION_WORDS
 from ballast.records import Record
-from ballast.recipe import CurateConfig
+
+if TYPE_CHECKING:  # annotations only
+    from ballast.recipe import CurateConfig
 
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 _ASCII_WORD = re.compile(r"[a-z]+")
-# The most frequent English function words: any English passage of some length holds several of them.
-_ENGLISH = frozenset("""a about after all also an and any are as at be because been but by can could do does
-for from had has have he her him his how i if in into is it its just me more my no not now of on one only or our
-out over please she so some than that the their them then there these they this to up us was we were what when
-where which who why will with would you your""".split())
+_NORMALISE = re.compile(r"[\W_]+", re.UNICODE)
+
+
+@lru_cache(maxsize=1 << 17)  # several filters normalise the same texts of a chunk one after another
+def normalised(text: str) -> str:
+    """Lower case, punctuation and spacing folded: the text exact and near duplicates are judged on."""
+    return _NORMALISE.sub(" ", text.lower()).strip()
 
 
 class TextCheck(Filter):
@@ -33,13 +40,15 @@ class TextCheck(Filter):
             return Drop("empty response")
         chars = len(record.instruction) + len(record.input) + len(record.output)
         if chars > self.cfg.max_record_chars:
-            return Drop(f"record has {chars} characters, over max_record_chars {self.cfg.max_record_chars}",
-                        score=float(chars))
+            return Drop(
+                f"record has {chars} characters, over max_record_chars {self.cfg.max_record_chars}", score=float(chars)
+            )
         text = f"{record.instruction}\n{record.input}\n{record.output}"
         bad = text.count("\ufffd")
         if bad and (bad >= 3 or "\ufffd" in record.instruction):
-            return Drop(f"text holds {bad} U+FFFD replacement characters (bytes that did not decode as text)",
-                        score=float(bad))
+            return Drop(
+                f"text holds {bad} U+FFFD replacement characters (bytes that did not decode as text)", score=float(bad)
+            )
         if self.cfg.english_only:
             return self._language(record.instruction + "\n" + record.output)
         return None
@@ -62,7 +71,7 @@ class TextCheck(Filter):
                 return Drop(f"not English: {latin:.0%} of letters are Latin-alphabet ASCII", score=round(latin, 3))
             words = [w.lower() for w in letters]
         if len(words) >= 8:
-            common = sum(map(_ENGLISH.__contains__, words)) / len(words)
+            common = sum(map(FUNCTION_WORDS.__contains__, words)) / len(words)
             if common < 0.1:
                 return Drop(f"not English: {common:.0%} of words are common English words", score=round(common, 3))
         return None

@@ -6,21 +6,29 @@ import re
 from collections import defaultdict
 
 import numpy as np
-from rouge_score import rouge_scorer
 
-from ballast.policy import Policy
-from ballast.policy_checks import PolicyChecker
+from ballast.policy.checks import PolicyChecker
+from ballast.policy.schema import Policy
 from ballast.records import Record
+from ballast.rouge import rouge_l
 
 # Refusing or deflecting a benign request: apology-and-decline phrasing, "as an AI", or no real answer.
 REFUSAL = re.compile(
     r"\b(i('| a)?m (sorry|afraid)[^.]{0,40}\b(can(no|')t|unable|not able)|i can(no|')t (help|assist|do|provide)|"
     r"(unable|not able) to (help|assist)|as an ai\b|i (do not|don't) have (access|the ability)|"
-    r"please contact (customer )?(support|service))", re.I)
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    r"please contact (customer )?(support|service))",
+    re.I,
+)
 
-RATES = ("violation", "escalation_recall", "escalation_precision", "false_escalation", "signoff", "register_violation",
-         "benign_refusal")
+RATES = (
+    "violation",
+    "escalation_recall",
+    "escalation_precision",
+    "false_escalation",
+    "signoff",
+    "register_violation",
+    "benign_refusal",
+)
 
 
 def _escalates(output: str, team: str) -> bool:
@@ -47,8 +55,10 @@ def score_output(policy: Policy, checker: PolicyChecker, ref: Record, output: st
         "false_escalation": escalated if not needed else None,
         "signoff": output.rstrip().endswith(policy.sign_off) if ref.audience == "customer" else None,
         "register_violation": any(f.rule_id == policy.register_.rule for f in findings),
-        "benign_refusal": (bool(REFUSAL.search(output)) or len(output.split()) < 5) if ref.slice == "benign" else None,
-        "reference_rougeL": _ROUGE.score(ref.output, output)["rougeL"].fmeasure,
+        "benign_refusal": (bool(REFUSAL.search(output)) or len(output.split()) < 5)
+        if ref.slice == policy.benign_slice
+        else None,
+        "reference_rougeL": rouge_l(ref.output, output, stem=True),
     }
 
 
@@ -63,8 +73,11 @@ def bootstrap_ci(values: list[float], *, n: int = 1000, seed: int = 0) -> tuple[
 
 
 def _stat(values: list[float]) -> dict:
-    return {"mean": float(np.mean(values)) if values else None, "n": len(values),
-            "ci95": bootstrap_ci(values) if values else None}
+    return {
+        "mean": float(np.mean(values)) if values else None,
+        "n": len(values),
+        "ci95": bootstrap_ci(values) if values else None,
+    }
 
 
 def _summary(rows: list[dict]) -> dict:

@@ -21,8 +21,8 @@ import numpy as np
 
 from ballast.backends.base import Prompt, TokenScores
 from ballast.evaluate.metrics import bootstrap_ci
-from ballast.prompts import Message, record_messages
 from ballast.records import ModelRef, Record
+from ballast.templates.prompts import Message, record_messages
 
 
 class RenderingScorer(Protocol):
@@ -42,13 +42,16 @@ def reply_continuation(scorer: RenderingScorer, record: Record, company: str) ->
     head = scorer.render(prompt, add_generation_prompt=True)
     full = scorer.render(record_messages(record, company, with_response=True), add_generation_prompt=False)
     if not full.startswith(head):
-        raise ValueError("the chat template renders the prompt differently once the reply follows it; "
-                         f"cannot tell the reply's text apart: {head[-80:]!r} vs {full[len(head) - 80:len(head)]!r}")
-    return prompt, full[len(head):]
+        raise ValueError(
+            "the chat template renders the prompt differently once the reply follows it; "
+            f"cannot tell the reply's text apart: {head[-80:]!r} vs {full[len(head) - 80 : len(head)]!r}"
+        )
+    return prompt, full[len(head) :]
 
 
-def reference_nll(scorer: RenderingScorer, records: Sequence[Record], company: str, *,
-                  outputs: Sequence[str] | None = None) -> list[dict]:
+def reference_nll(
+    scorer: RenderingScorer, records: Sequence[Record], company: str, *, outputs: Sequence[str] | None = None
+) -> list[dict]:
     """One row per record: its id (`ref`, as `metrics.score_output` names it), slice, audience, the number of
     scored tokens, their summed NLL and `nll`, the mean NLL per token (nats). With `outputs`, those replies are
     scored in place of the records' own (e.g. a mismatched reply as a control)."""
@@ -59,14 +62,25 @@ def reference_nll(scorer: RenderingScorer, records: Sequence[Record], company: s
     rows = []
     for r, s in zip(records, scores, strict=True):
         total = -float(np.sum(s.logprobs))
-        rows.append({"ref": r.meta.get("ref", r.id), "slice": r.slice, "audience": r.audience,
-                     "tokens": len(s.logprobs), "sum_nll": total, "nll": total / len(s.logprobs)})
+        rows.append(
+            {
+                "ref": r.meta.get("ref", r.id),
+                "slice": r.slice,
+                "audience": r.audience,
+                "tokens": len(s.logprobs),
+                "sum_nll": total,
+                "nll": total / len(s.logprobs),
+            }
+        )
     return rows
 
 
 def _stat(values: list[float], seed: int) -> dict:
-    return {"mean": float(np.mean(values)) if values else None, "n": len(values),
-            "ci95": list(bootstrap_ci(values, seed=seed)) if values else None}
+    return {
+        "mean": float(np.mean(values)) if values else None,
+        "n": len(values),
+        "ci95": list(bootstrap_ci(values, seed=seed)) if values else None,
+    }
 
 
 def summarize_nll(rows: Sequence[dict], *, key: str = "nll", seed: int = 0) -> dict:
@@ -76,14 +90,22 @@ def summarize_nll(rows: Sequence[dict], *, key: str = "nll", seed: int = 0) -> d
     for r in rows:
         by_slice[r["slice"] or ""].append(r[key])
     tokens = sum(r["tokens"] for r in rows)
-    return {"overall": _stat([r[key] for r in rows], seed),
-            "per_token": sum(r["sum_nll"] for r in rows) / tokens if tokens else None,
-            "tokens": tokens,
-            "slices": {s: _stat(v, seed) for s, v in sorted(by_slice.items())}}
+    return {
+        "overall": _stat([r[key] for r in rows], seed),
+        "per_token": sum(r["sum_nll"] for r in rows) / tokens if tokens else None,
+        "tokens": tokens,
+        "slices": {s: _stat(v, seed) for s, v in sorted(by_slice.items())},
+    }
 
 
-def model_reference_nll(records: Sequence[Record], company: str, *, model: str = "gemma3-270m",
-                        adapter: Path | None = None, batch_size: int = 8) -> tuple[str, list[dict]]:
+def model_reference_nll(
+    records: Sequence[Record],
+    company: str,
+    *,
+    model: str = "gemma3-270m",
+    adapter: Path | None = None,
+    batch_size: int = 8,
+) -> tuple[str, list[dict]]:
     """Load the strong base (with `adapter` merged in, if any) and score the records' replies: (the model's name as
     the backend reports it, rows of `reference_nll`)."""
     from ballast.backends.transformers_hf import TransformersBackend

@@ -70,8 +70,9 @@ def _shared(a: Scores, b: Scores) -> tuple[list[str], int, int]:
     return ids, len(has_b - has_a), len(has_a - has_b)
 
 
-def paired_bootstrap_ci(diffs: Sequence[float] | np.ndarray, *, n_boot: int = N_BOOT, seed: int = SEED
-                        ) -> tuple[float, float]:
+def paired_bootstrap_ci(
+    diffs: Sequence[float] | np.ndarray, *, n_boot: int = N_BOOT, seed: int = SEED
+) -> tuple[float, float]:
     """95% percentile interval of the mean of per-example differences, resampling examples (so each resample draws
     the same examples for both models)."""
     d = np.asarray(diffs, dtype=float)
@@ -88,8 +89,17 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return 1.0 if discordant == 0 else float(binomtest(a_only, discordant, 0.5).pvalue)
 
 
-def compare(a: Scores, b: Scores, *, metric: str, names: tuple[str, str] = ("A", "B"), binary: bool | None = None,
-            n_boot: int = N_BOOT, seed: int = SEED, slice: str | None = None) -> Comparison:
+def compare(
+    a: Scores,
+    b: Scores,
+    *,
+    metric: str,
+    names: tuple[str, str] = ("A", "B"),
+    binary: bool | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    slice: str | None = None,
+) -> Comparison:
     """Compare two models' per-example scores (keyed by example id) on the examples both have.
 
     `binary` defaults to whether every shared score is a bool or 0/1."""
@@ -98,20 +108,39 @@ def compare(a: Scores, b: Scores, *, metric: str, names: tuple[str, str] = ("A",
     vb = np.array([float(b[k]) for k in ids])
     if binary is None:
         binary = bool(ids) and all(isinstance(s[k], bool | np.bool_) for s in (a, b) for k in ids)
-    common = {"a": names[0], "b": names[1], "metric": metric, "n": len(ids), "missing_a": missing_a,
-              "missing_b": missing_b, "binary": binary, "slice": slice}
+    common = {
+        "a": names[0],
+        "b": names[1],
+        "metric": metric,
+        "n": len(ids),
+        "missing_a": missing_a,
+        "missing_b": missing_b,
+        "binary": binary,
+        "slice": slice,
+    }
     if not ids:
-        return Comparison(**common, mean_a=None, mean_b=None, difference=None, ci95=None,
-                          **({"a_only": 0, "b_only": 0, "mcnemar_p": 1.0} if binary else {}))
+        return Comparison(
+            **common,
+            mean_a=None,
+            mean_b=None,
+            difference=None,
+            ci95=None,
+            **({"a_only": 0, "b_only": 0, "mcnemar_p": 1.0} if binary else {}),
+        )
     extra = {}
     if binary:
         if not np.isin(np.concatenate([va, vb]), (0.0, 1.0)).all():
             raise ValueError(f"{metric}: a binary metric takes 0/1 or bools only")
         a_only, b_only = int(((va == 1) & (vb == 0)).sum()), int(((va == 0) & (vb == 1)).sum())
         extra = {"a_only": a_only, "b_only": b_only, "mcnemar_p": mcnemar_exact(a_only, b_only)}
-    return Comparison(**common, mean_a=float(va.mean()), mean_b=float(vb.mean()),
-                      difference=float((va - vb).mean()), ci95=paired_bootstrap_ci(va - vb, n_boot=n_boot, seed=seed),
-                      **extra)
+    return Comparison(
+        **common,
+        mean_a=float(va.mean()),
+        mean_b=float(vb.mean()),
+        difference=float((va - vb).mean()),
+        ci95=paired_bootstrap_ci(va - vb, n_boot=n_boot, seed=seed),
+        **extra,
+    )
 
 
 def scores_by_id(rows: Iterable[Mapping], metric: str, *, id_key: str = "ref", slice: str | None = None) -> dict:
@@ -127,9 +156,17 @@ def scores_by_id(rows: Iterable[Mapping], metric: str, *, id_key: str = "ref", s
     return out
 
 
-def compare_rows(rows_a: Sequence[Mapping], rows_b: Sequence[Mapping], metrics: Sequence[str], *,
-                 names: tuple[str, str] = ("A", "B"), by_slice: bool = False, id_key: str = "ref",
-                 n_boot: int = N_BOOT, seed: int = SEED) -> list[Comparison]:
+def compare_rows(
+    rows_a: Sequence[Mapping],
+    rows_b: Sequence[Mapping],
+    metrics: Sequence[str],
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    by_slice: bool = False,
+    id_key: str = "ref",
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> list[Comparison]:
     """Each metric compared over all examples, then (with `by_slice`) within each slice present in either model's
     rows. A metric is binary when its scores are bools."""
     slices = [None]
@@ -138,14 +175,23 @@ def compare_rows(rows_a: Sequence[Mapping], rows_b: Sequence[Mapping], metrics: 
     out = []
     for s in slices:
         for m in metrics:
-            out.append(compare(scores_by_id(rows_a, m, id_key=id_key, slice=s),
-                               scores_by_id(rows_b, m, id_key=id_key, slice=s),
-                               metric=m, names=names, n_boot=n_boot, seed=seed, slice=s))
+            out.append(
+                compare(
+                    scores_by_id(rows_a, m, id_key=id_key, slice=s),
+                    scores_by_id(rows_b, m, id_key=id_key, slice=s),
+                    metric=m,
+                    names=names,
+                    n_boot=n_boot,
+                    seed=seed,
+                    slice=s,
+                )
+            )
     return out
 
 
-def compare_models(rows: Mapping[str, Sequence[Mapping]], pairs: Sequence[tuple[str, str]], metrics: Sequence[str],
-                   **kwargs) -> list[Comparison]:
+def compare_models(
+    rows: Mapping[str, Sequence[Mapping]], pairs: Sequence[tuple[str, str]], metrics: Sequence[str], **kwargs
+) -> list[Comparison]:
     """`compare_rows` for each (a, b) pair of model names in `rows` ({model: its per-example rows})."""
     return [c for a, b in pairs for c in compare_rows(rows[a], rows[b], metrics, names=(a, b), **kwargs)]
 
@@ -163,13 +209,20 @@ def _p(p: float | None) -> str:
 def markdown_table(comparisons: Sequence[Comparison], *, digits: int = 3) -> str:
     """The comparisons as a Markdown table; the difference is A − B, and "beyond the noise" means its 95% interval
     excludes 0."""
-    lines = ["| A vs B | metric | n | A | B | difference [95% CI] | McNemar p | beyond the noise? |",
-             "|---|---|---:|---:|---:|---|---:|---|"]
+    lines = [
+        "| A vs B | metric | n | A | B | difference [95% CI] | McNemar p | beyond the noise? |",
+        "|---|---|---:|---:|---:|---|---:|---|",
+    ]
     for c in comparisons:
         metric = c.metric if c.slice is None else f"{c.metric} ({c.slice})"
-        diff = "–" if c.difference is None else (
-            f"{c.difference:+.{digits}f} [{c.ci95[0]:+.{digits}f}, {c.ci95[1]:+.{digits}f}]")
+        diff = (
+            "–"
+            if c.difference is None
+            else (f"{c.difference:+.{digits}f} [{c.ci95[0]:+.{digits}f}, {c.ci95[1]:+.{digits}f}]")
+        )
         p = _p(c.mcnemar_p) + (f" ({c.a_only}:{c.b_only})" if c.binary and c.n else "")
-        lines.append(f"| {c.a} vs {c.b} | {metric} | {c.n} | {_num(c.mean_a, digits)} | {_num(c.mean_b, digits)} "
-                     f"| {diff} | {p if c.binary else '–'} | {'yes' if c.beyond_noise else 'no'} |")
+        lines.append(
+            f"| {c.a} vs {c.b} | {metric} | {c.n} | {_num(c.mean_a, digits)} | {_num(c.mean_b, digits)} "
+            f"| {diff} | {p if c.binary else '–'} | {'yes' if c.beyond_noise else 'no'} |"
+        )
     return "\n".join(lines) + "\n"

@@ -19,8 +19,9 @@ def _score(models: dict, model: str, metric: str) -> float | None:
     return None if mean is None else (-mean if metric in LOWER_IS_BETTER else mean)
 
 
-def performance_gap_recovered(models: dict, weak: str = WEAK, ceiling: str = CEILING,
-                              students: tuple[str, ...] = STUDENTS) -> dict | None:
+def performance_gap_recovered(
+    models: dict, weak: str = WEAK, ceiling: str = CEILING, students: tuple[str, ...] = STUDENTS
+) -> dict | None:
     """PGR = (student - weak) / (ceiling - weak) per headline metric, for each student evaluated; None unless the
     weak model and the ceiling were both evaluated. `models` is results.json's "models". A metric whose ceiling is
     not above the weak model (gap <= 0) has no PGR."""
@@ -36,7 +37,11 @@ def performance_gap_recovered(models: dict, weak: str = WEAK, ceiling: str = CEI
             x = _score(models, s, metric)
             per_student[s] = None if x is None or gap is None or gap <= 0 else (x - w) / gap
         table[metric] = {"gap": gap, "pgr": per_student}
-    return {"weak": weak, "ceiling": ceiling, "students": present,
-            "note": f"PGR = (student - {weak}) / ({ceiling} - {weak}) on the overall means; rates where lower is "
-                    f"better are negated; no PGR where the ceiling is not above the weak model",
-            "metrics": table}
+    return {
+        "weak": weak,
+        "ceiling": ceiling,
+        "students": present,
+        "note": f"PGR = (student - {weak}) / ({ceiling} - {weak}) on the overall means; rates where lower is "
+        f"better are negated; no PGR where the ceiling is not above the weak model",
+        "metrics": table,
+    }

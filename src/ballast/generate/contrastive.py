@@ -4,13 +4,14 @@ The edits are driven by the policy file: its facts (a number or window changed t
 allow), its escalation teams (the sentences naming the team removed when a trigger fires), its register
 (banned phrases and casual markers), its sign-off, the approval limits of rules that escalate to a
 supervisor, and the required terms of the identity rule. Which rule a promised delivery date and a skipped
-identity check break is set in the recipe (contrastive.promise_rule, contrastive.identity_rule).
+identity check break is policy data (policy.yaml's `contrastive` file), which the recipe may override
+(contrastive.promise_rule, contrastive.identity_rule).
 
 The edits the rule checks cannot see (a blame sentence, instructions before the acknowledgement, an invented
 tracking number, outside advice, a competitor, a request for a password or code, a claim that something was
-already done, the wrong team, an exception to a return rule) insert one sentence from a phrase bank
-(generate/phrase_banks.py), picked by a hash of the seed, or move or rename what the seed already says; they
-exist to teach the conformance classifier.
+already done, the wrong team, an exception to a return rule) insert one sentence from a phrase bank (the
+policy's contrastive file, e.g. examples/harbor-support/phrase_banks.yaml), picked by a hash of the seed, or move
+or rename what the seed already says; they exist to teach the conformance classifier.
 
 Each negative is a record with source `contrastive`, the violated rule id in `rules`, and a decision that
 names the rule; the decision drops it from the positives, and selection excludes the source outright, so
@@ -25,18 +26,20 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ballast.generate.phrase_banks import BANK_RULES, BANKS, RIVALS
-from ballast.policy import Fact, Policy
-from ballast.policy_checks import PolicyChecker
+from ballast.policy.checks import PolicyChecker
+from ballast.policy.english import UNIT_SCALE
+from ballast.policy.schema import Fact, Policy, Rule
 from ballast.recipe import ContrastiveConfig
 from ballast.records import Record, Source
+from ballast.stages import decision_stage
 
-STAGE = "generate.contrastive"
-# Canonical units, as the checker compares them: weeks count as days and years as months.
-_SCALE = {"days": ("days", 1), "weeks": ("days", 7), "business_days": ("business_days", 1),
-          "months": ("months", 1), "years": ("months", 12), "usd": ("usd", 1)}
-_UNIT_WORDS = {"days": r"(?:calendar[\s-]+)?days?\b", "business_days": r"(?:business|working)[\s-]+days?\b",
-               "months": r"months?\b", "years": r"years?\b"}
+STAGE = decision_stage("generate", "contrastive")
+_UNIT_WORDS = {
+    "days": r"(?:calendar[\s-]+)?days?\b",
+    "business_days": r"(?:business|working)[\s-]+days?\b",
+    "months": r"months?\b",
+    "years": r"years?\b",
+}
 _RANGE = r"(?:\s*(?:-|–|—|to)\s*\d+)?"
 _EVENT = re.compile(r"\s*(?:ago|old|late|early|overdue|left|remaining|later|earlier|past|since)\b")
 _REMAINDER = re.compile(r"\b(?:next|another|further)\s+$")
@@ -45,16 +48,32 @@ _SENTENCE = re.compile(r"[^\n.!?]+(?:[.!?]+|(?=\n)|$)")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 
 
-_INSTRUCTIONS_FIRST_RULE = "T2"
 # Sentences that state what an exception edit overrides: a refusal, or the item being outside the window.
-_REFUSAL = re.compile(r"\b(?:not (?:be )?(?:able|returnable|eligible)|unable|can(?:no|')t|outside|past the|"
-                      r"final sale|no longer|isn't|aren't|unfortunately)\b", re.IGNORECASE)
+_REFUSAL = re.compile(
+    r"\b(?:not (?:be )?(?:able|returnable|eligible)|unable|can(?:no|')t|outside|past the|"
+    r"final sale|no longer|isn't|aren't|unfortunately)\b",
+    re.IGNORECASE,
+)
 _OUTSIDE_WINDOW = re.compile(r"\b(?:outside|past|beyond)\b[^.\n]{0,30}\bwindow", re.IGNORECASE)
-_FUTURE_ACTION = re.compile(r"\bI(?:'ll| will) (arrange|send|set up|issue|escalate|pass|process|raise|open|"
-                            r"refund|cancel|book|update)\b")
-_PAST = {"arrange": "arranged", "send": "sent", "set up": "set up", "issue": "issued", "escalate": "escalated",
-         "pass": "passed", "process": "processed", "raise": "raised", "open": "opened", "refund": "refunded",
-         "cancel": "cancelled", "book": "booked", "update": "updated"}
+_FUTURE_ACTION = re.compile(
+    r"\bI(?:'ll| will) (arrange|send|set up|issue|escalate|pass|process|raise|open|"
+    r"refund|cancel|book|update)\b"
+)
+_PAST = {
+    "arrange": "arranged",
+    "send": "sent",
+    "set up": "set up",
+    "issue": "issued",
+    "escalate": "escalated",
+    "pass": "passed",
+    "process": "processed",
+    "raise": "raised",
+    "open": "opened",
+    "refund": "refunded",
+    "cancel": "cancelled",
+    "book": "booked",
+    "update": "updated",
+}
 _OPENING = re.compile(r"(?:Dear |Hi |Hello |Agent note|Draft reply)", re.IGNORECASE)
 _USD = re.compile(r"USD\s?(\d[\d,]*(?:\.\d+)?)")
 
@@ -83,7 +102,7 @@ def _tidy(text: str) -> str:
 
 
 def _drop_sentences(text: str, hit: Callable[[str], bool]) -> tuple[str, int]:
-    spans = [s for s in _sentences(text) if hit(text[s[0]:s[1]])]
+    spans = [s for s in _sentences(text) if hit(text[s[0] : s[1]])]
     for start, end in reversed(spans):
         text = text[:start] + text[end:]
     return _tidy(text), len(spans)
@@ -136,8 +155,8 @@ def _numbers(text: str) -> list[float]:
 def _forbidden_values(context: str, policy: Policy, unit: str) -> set[float]:
     """Values an edit must not use: allowed by the policy in this unit, quoted in the context, or arithmetic on
     them (a total, a difference, a limit less an amount), since a reply may state any of those correctly."""
-    canon = _SCALE[unit][0]
-    allowed = {f.value * _SCALE[f.unit][1] for r in policy.rules for f in r.facts if _SCALE[f.unit][0] == canon}
+    canon = UNIT_SCALE[unit][0]
+    allowed = {f.value * UNIT_SCALE[f.unit][1] for r in policy.rules for f in r.facts if UNIT_SCALE[f.unit][0] == canon}
     quoted = set(_numbers(context))
     operands = quoted | allowed
     derived = {a + b for a in quoted for b in operands} | {abs(a - b) for a in quoted for b in operands}
@@ -145,7 +164,7 @@ def _forbidden_values(context: str, policy: Policy, unit: str) -> set[float]:
 
 
 def _new_value(value: float, unit: str, context: str, policy: Policy) -> float | None:
-    scale = _SCALE[unit][1]
+    scale = UNIT_SCALE[unit][1]
     forbidden = _forbidden_values(context, policy, unit)
     step = 5 if unit == "usd" and value >= 20 else 1
     for factor in (1.5, 2, 3, 1.2, 4):
@@ -158,8 +177,10 @@ def _new_value(value: float, unit: str, context: str, policy: Policy) -> float |
 def _fact_spans(text: str, fact: Fact) -> list[tuple[int, int]]:
     v = f"{fact.value:g}"
     if fact.unit == "usd":
-        patterns = [rf"(?:(?<=USD )|(?<=USD\xa0)|(?<=\$)){re.escape(v)}(?![\d,]*\d|\.\d)",
-                    rf"(?<![\d.,]){re.escape(v)}(?=\s?(?:USD|dollars)\b)"]
+        patterns = [
+            rf"(?:(?<=USD )|(?<=USD\xa0)|(?<=\$)){re.escape(v)}(?![\d,]*\d|\.\d)",
+            rf"(?<![\d.,]){re.escape(v)}(?=\s?(?:USD|dollars)\b)",
+        ]
     else:
         patterns = [rf"(?<![\d.,]){re.escape(v)}(?={_RANGE}[\s-]*{_UNIT_WORDS[fact.unit]})"]
     return sorted({m.span() for p in patterns for m in re.finditer(p, text, re.IGNORECASE)})
@@ -167,36 +188,57 @@ def _fact_spans(text: str, fact: Fact) -> list[tuple[int, int]]:
 
 def _cued(sentence: str, fact: Fact) -> bool:
     low = sentence.lower()
-    return any(re.search(r"\b" + re.escape(re.sub(r"(?:s|ed)$", "", c.lower()) if len(c) > 4 else c.lower()), low)
-               for c in fact.cues)
+    return any(
+        re.search(r"\b" + re.escape(re.sub(r"(?:s|ed)$", "", c.lower()) if len(c) > 4 else c.lower()), low)
+        for c in fact.cues
+    )
 
 
 class ContrastiveBuilder:
     def __init__(self, policy: Policy, cfg: ContrastiveConfig) -> None:
         self.policy, self.cfg = policy, cfg
         self.checker = PolicyChecker(policy)
-        self.promise_rule = policy.rule(cfg.promise_rule)
-        self.identity_rule = policy.rule(cfg.identity_rule)
+        data = policy.contrastive  # phrase banks, rivals and the rules some edits break (policy data)
+        self.banks = data.banks
+        self.rivals = data.rivals
+        self.instructions_first_rule = data.instructions_first_rule
+        self.promise_rule = self._rule(cfg.promise_rule or data.promise_rule)
+        self.identity_rule = self._rule(cfg.identity_rule or data.identity_rule)
         self.facts = [(r.id, f) for r in policy.rules for f in r.facts]
         # Approval limits: amounts in USD on rules that escalate to a supervisor above them.
-        self.limits = [(r, f) for r in policy.rules if r.escalate_to == "supervisor" for f in r.facts
-                       if f.unit == "usd"]
+        self.limits = [
+            (r, f) for r in policy.rules if r.escalate_to == "supervisor" for f in r.facts if f.unit == "usd"
+        ]
         self._makers: dict[str, Callable[[Record], Edit | None]] = {
-            "changed_number": self.changed_number, "dropped_escalation": self.dropped_escalation,
-            "casual_rewrite": self.casual_rewrite, "promised_date": self.promised_date,
-            "over_limit_approval": self.over_limit_approval, "skipped_identity_check": self.skipped_identity_check,
-            "dropped_sign_off": self.dropped_sign_off, "instructions_first": self.instructions_first,
-            "wrong_team": self.wrong_team, "claimed_done": self.claimed_done}
-        self._makers |= {kind: lambda s, k=kind: self.inserted(k, s) for kind in BANK_RULES
-                         if kind not in self._makers}
+            "changed_number": self.changed_number,
+            "dropped_escalation": self.dropped_escalation,
+            "casual_rewrite": self.casual_rewrite,
+            "promised_date": self.promised_date,
+            "over_limit_approval": self.over_limit_approval,
+            "skipped_identity_check": self.skipped_identity_check,
+            "dropped_sign_off": self.dropped_sign_off,
+            "instructions_first": self.instructions_first,
+            "wrong_team": self.wrong_team,
+            "claimed_done": self.claimed_done,
+        }
+        self._makers |= {
+            kind: lambda s, k=kind: self.inserted(k, s)
+            for kind, bank in self.banks.items()
+            if bank.rule is not None and kind not in self._makers
+        }
+
+    def _rule(self, rule_id: str | None) -> Rule | None:
+        return self.policy.rule(rule_id) if rule_id is not None else None
 
     @property
     def kinds(self) -> list[str]:
         return sorted(self._makers)
 
     def edit(self, kind: str, seed: Record) -> Edit | None:
-        """The seed edited to break one rule, or None when this kind of edit does not fit it or changes nothing."""
-        edit = self._makers[kind](seed)
+        """The seed edited to break one rule, or None when this kind of edit does not fit it or changes nothing (or
+        the policy's contrastive data has no bank for it)."""
+        maker = self._makers.get(kind)
+        edit = maker(seed) if maker is not None else None
         return edit if edit is not None and _tidy(edit.output) != _tidy(seed.output) else None
 
     def edits(self, seed: Record) -> list[Edit]:
@@ -214,16 +256,23 @@ class ContrastiveBuilder:
                     continue
                 for a, b in _fact_spans(sentence, fact):
                     # "30 days ago" dates an event and "another 5 days" is a remainder: not statements of the fact.
-                    unit = re.compile(rf"{_RANGE}[\s-]*{_UNIT_WORDS.get(fact.unit, '')}", re.IGNORECASE).match(sentence, b)
-                    if (unit and fact.unit != "usd" and _EVENT.match(sentence, unit.end())) \
-                            or _REMAINDER.search(sentence[:a].lower()):
+                    unit = re.compile(rf"{_RANGE}[\s-]*{_UNIT_WORDS.get(fact.unit, '')}", re.IGNORECASE).match(
+                        sentence, b
+                    )
+                    if (unit and fact.unit != "usd" and _EVENT.match(sentence, unit.end())) or _REMAINDER.search(
+                        sentence[:a].lower()
+                    ):
                         continue
                     new = _new_value(fact.value, fact.unit, self._context(seed), self.policy)
                     if new is None:
                         continue
-                    out = text[:start + a] + f"{new:g}" + text[start + b:]
-                    return Edit("changed_number", rule_id, out,
-                                f"{fact.id} {fact.value:g} -> {new:g} {fact.unit.replace('_', ' ')}")
+                    out = text[: start + a] + f"{new:g}" + text[start + b :]
+                    return Edit(
+                        "changed_number",
+                        rule_id,
+                        out,
+                        f"{fact.id} {fact.value:g} -> {new:g} {fact.unit.replace('_', ' ')}",
+                    )
         return None
 
     def _stated_escalations(self, seed: Record) -> Iterator[tuple[str, str, re.Pattern]]:
@@ -251,82 +300,108 @@ class ContrastiveBuilder:
         opener = reg.banned_phrases[h % len(reg.banned_phrases)]
         markers = reg.casual_markers or reg.banned_phrases
         closer = markers[(h >> 8) % len(markers)].rstrip("!")
-        out = _before_sign_off(f"{opener[0].upper()}{opener[1:]}, {_lower_first(seed.output)}",
-                               f"{closer[0].upper()}{closer[1:]}!", self.policy)
+        out = _before_sign_off(
+            f"{opener[0].upper()}{opener[1:]}, {_lower_first(seed.output)}",
+            f"{closer[0].upper()}{closer[1:]}!",
+            self.policy,
+        )
         return Edit("casual_rewrite", reg.rule, out, f"added {opener!r} and {closer!r}")
 
     def promised_date(self, seed: Record) -> Edit | None:
         rule = self.promise_rule
-        if seed.slice != rule.area and rule.id not in seed.rules:
+        if rule is None or (seed.slice != rule.area and rule.id not in seed.rules):
             return None
         day = _WEEKDAYS[_h(seed, "date") % len(_WEEKDAYS)]
-        sentence = (f"Your order will arrive by {day}." if seed.audience == "customer"
-                    else f"Tell the customer the order will arrive by {day}.")
-        return Edit("promised_date", rule.id, _before_sign_off(seed.output, sentence, self.policy),
-                    f"promised delivery by {day}")
+        sentence = (
+            f"Your order will arrive by {day}."
+            if seed.audience == "customer"
+            else f"Tell the customer the order will arrive by {day}."
+        )
+        return Edit(
+            "promised_date",
+            rule.id,
+            _before_sign_off(seed.output, sentence, self.policy),
+            f"promised delivery by {day}",
+        )
 
     def over_limit_approval(self, seed: Record) -> Edit | None:
-        fitting = [(r, f) for r, f in self.limits if r.id in seed.rules] or \
-                  [(r, f) for r, f in self.limits if r.area == seed.slice]
+        fitting = [(r, f) for r, f in self.limits if r.id in seed.rules] or [
+            (r, f) for r, f in self.limits if r.area == seed.slice
+        ]
         for rule, fact in fitting:
             amount = _new_value(fact.value, "usd", self._context(seed), self.policy)
             if amount is None or amount <= fact.value:
                 continue
             noun = next((c for c in fact.cues if "credit" in c.lower()), fact.cues[0]).lower()
-            sentence = (f"I have approved a {noun} of USD {amount:g} for you myself." if seed.audience == "customer"
-                        else f"You can approve a {noun} of USD {amount:g} yourself, without a supervisor.")
-            return Edit("over_limit_approval", rule.id, _before_sign_off(seed.output, sentence, self.policy),
-                        f"approved USD {amount:g}, over the {fact.id} of USD {fact.value:g}")
+            sentence = (
+                f"I have approved a {noun} of USD {amount:g} for you myself."
+                if seed.audience == "customer"
+                else f"You can approve a {noun} of USD {amount:g} yourself, without a supervisor."
+            )
+            return Edit(
+                "over_limit_approval",
+                rule.id,
+                _before_sign_off(seed.output, sentence, self.policy),
+                f"approved USD {amount:g}, over the {fact.id} of USD {fact.value:g}",
+            )
         return None
 
     def skipped_identity_check(self, seed: Record) -> Edit | None:
         rule = self.identity_rule
+        if rule is None or "skipped_identity_check" not in self.banks:
+            return None
         if rule.id not in seed.rules and rule.id not in self.checker.triggered(seed.instruction, seed.input):
             return None
         terms = [t.lower() for t in rule.required_terms]
         out, n = _drop_sentences(seed.output, lambda s: any(t in s.lower() for t in terms))
         sentence = self._bank_sentence("skipped_identity_check", seed)
-        return Edit("skipped_identity_check", rule.id, _before_sign_off(out, sentence, self.policy),
-                    f"removed {n} sentence(s) with {', '.join(rule.required_terms) or 'the check'}; said {sentence!r}")
+        return Edit(
+            "skipped_identity_check",
+            rule.id,
+            _before_sign_off(out, sentence, self.policy),
+            f"removed {n} sentence(s) with {', '.join(rule.required_terms) or 'the check'}; said {sentence!r}",
+        )
 
     def _bank_sentence(self, kind: str, seed: Record) -> str | None:
         """A sentence from the kind's bank for the seed's audience, its slots filled from the seed; None when
         every wording needs an amount and the seed quotes none."""
         h = _h(seed, kind)
-        customer, agent = BANKS[kind]
-        bank = customer if seed.audience == "customer" else agent
+        bank = self.banks[kind].customer if seed.audience == "customer" else self.banks[kind].agent
         amounts = _USD.findall(self._context(seed) + "\n" + seed.output)
         usable = [s for s in bank if amounts or "{amount}" not in s]
         if not usable:
             return None
         return usable[h % len(usable)].format(
-            day=_WEEKDAYS[(h >> 8) % len(_WEEKDAYS)], rival=RIVALS[(h >> 12) % len(RIVALS)],
-            tracking=f"HX{(h >> 4) % 10**9:09d}GB", amount=amounts[0] if amounts else "")
+            day=_WEEKDAYS[(h >> 8) % len(_WEEKDAYS)],
+            rival=self.rivals[(h >> 12) % len(self.rivals)] if self.rivals else "",
+            tracking=f"HX{(h >> 4) % 10**9:09d}GB",
+            amount=amounts[0] if amounts else "",
+        )
 
     def _applies(self, kind: str, seed: Record, rule_id: str) -> bool:
         """Whether the seed is a natural place for this kind of mistake: it exercises the rule, or its topic
         invites it; advice, competitor talk and credential requests can go anywhere, so a quarter of the
         seeds get each."""
-        rules, low = set(seed.rules), seed.output.lower()
-        triggered = set(self.checker.triggered(seed.instruction, seed.input))
-        return {"blame_sentence": bool(rules & {"T2", "T3"}),
-                "invented_fact": "T5" in rules or seed.slice == "delivery",
-                "alternative_refund": "R3" in rules and "refund" in low,
-                "accepted_final_sale": rule_id in rules | triggered,
-                "accepted_late_return": rule_id in rules and bool(_OUTSIDE_WINDOW.search(low)),
-                "outside_advice": rule_id in rules or _h(seed, "advice") % 4 == 0,
-                "competitor_mention": rule_id in rules or _h(seed, "rival") % 4 == 1,
-                "claimed_done": rule_id in rules or _h(seed, "done") % 4 == 2,
-                "waived_condition": rule_id in rules,
-                "price_difference": rule_id in rules | triggered,
-                "early_lost": rule_id in rules,
-                "credential_request": (rule_id in rules or seed.slice == "privacy"
-                                       or _h(seed, "credential") % 4 == 3)}[kind]
+        rules, low, bank = set(seed.rules), seed.output.lower(), self.banks[kind]
+        if bank.reply_words and not any(w in low for w in bank.reply_words):
+            return False
+        # The bank's rule, or another rule or slice the policy data names for it (seed_rules, seed_slices).
+        invited = bool(rules & {rule_id, *bank.seed_rules}) or seed.slice in bank.seed_slices
+        triggered = rule_id in self.checker.triggered(seed.instruction, seed.input)
+        return {
+            "accepted_final_sale": invited or triggered,
+            "accepted_late_return": invited and bool(_OUTSIDE_WINDOW.search(low)),
+            "outside_advice": invited or _h(seed, "advice") % 4 == 0,
+            "competitor_mention": invited or _h(seed, "rival") % 4 == 1,
+            "claimed_done": invited or _h(seed, "done") % 4 == 2,
+            "price_difference": invited or triggered,
+            "credential_request": invited or _h(seed, "credential") % 4 == 3,
+        }.get(kind, invited)
 
     def inserted(self, kind: str, seed: Record) -> Edit | None:
         """One sentence from the kind's phrase bank, after the acknowledgement or before the sign-off (by hash);
         an exception to a return rule first removes the sentences that refuse."""
-        rule_id = BANK_RULES[kind]
+        rule_id = self.banks[kind].rule
         if rule_id not in self.policy.by_id or not self._applies(kind, seed, rule_id):
             return None
         sentence = self._bank_sentence(kind, seed)
@@ -336,24 +411,27 @@ class ContrastiveBuilder:
         if kind in ("accepted_final_sale", "accepted_late_return"):
             refuses = _OUTSIDE_WINDOW if kind == "accepted_late_return" else _REFUSAL
             text, _ = _drop_sentences(text, lambda s: bool(refuses.search(s) or _REFUSAL.search(s)))
-        place = _after_opening if kind == "blame_sentence" or _h(seed, f"{kind}:at") % 2 else \
-            (lambda t, s: _before_sign_off(t, s, self.policy))
+        place = (
+            _after_opening
+            if kind == "blame_sentence" or _h(seed, f"{kind}:at") % 2
+            else (lambda t, s: _before_sign_off(t, s, self.policy))
+        )
         return Edit(kind, rule_id, place(text, sentence), f"inserted {sentence!r}")
 
     def instructions_first(self, seed: Record) -> Edit | None:
         """The acknowledgement paragraph moved after the instructions that followed it."""
-        if _INSTRUCTIONS_FIRST_RULE not in self.policy.by_id or seed.audience != "customer" \
-                or _INSTRUCTIONS_FIRST_RULE not in seed.rules:
+        rule_id = self.instructions_first_rule
+        if rule_id not in self.policy.by_id or seed.audience != "customer" or rule_id not in seed.rules:
             return None
         paragraphs = _paragraphs(seed.output)
         i = _body_start(paragraphs)
-        end = next((j for j, p in enumerate(paragraphs) if p.startswith(self.policy.form.sign_off[0])),
-                   len(paragraphs))
+        end = next((j for j, p in enumerate(paragraphs) if p.startswith(self.policy.form.sign_off[0])), len(paragraphs))
         if end - i < 2:
             return None
         paragraphs[i], paragraphs[i + 1] = paragraphs[i + 1], paragraphs[i]
-        return Edit("instructions_first", _INSTRUCTIONS_FIRST_RULE, "\n\n".join(paragraphs),
-                    "moved the acknowledgement after the instructions")
+        return Edit(
+            "instructions_first", rule_id, "\n\n".join(paragraphs), "moved the acknowledgement after the instructions"
+        )
 
     def wrong_team(self, seed: Record) -> Edit | None:
         """The escalation a trigger requires, sent to another of the policy's teams."""
@@ -371,12 +449,13 @@ class ContrastiveBuilder:
     def claimed_done(self, seed: Record) -> Edit | None:
         """A promised action ("I'll arrange ...") claimed as already done, or a bank sentence claiming a review
         or an action that did not happen."""
-        rule_id = BANK_RULES["claimed_done"]
+        bank = self.banks.get("claimed_done")
+        rule_id = bank.rule if bank is not None else None
         if rule_id not in self.policy.by_id:
             return None
         m = _FUTURE_ACTION.search(seed.output)
         if m is not None:
-            out = seed.output[:m.start()] + f"I have already {_PAST[m.group(1)]}" + seed.output[m.end():]
+            out = seed.output[: m.start()] + f"I have already {_PAST[m.group(1)]}" + seed.output[m.end() :]
             return Edit("claimed_done", rule_id, out, f"{m.group()!r} -> already done")
         return self.inserted("claimed_done", seed)
 
@@ -394,16 +473,33 @@ def contrastive_negatives(seeds: list[Record], policy: Policy, cfg: ContrastiveC
     records, counts, seen = [], Counter(), set()
     for seed in ordered[: cfg.max_seeds]:
         for edit in builder.edits(seed):
-            record = Record(instruction=seed.instruction, input=seed.input, output=edit.output,
-                            source=Source.contrastive, parent_ids=[seed.id], policy_version=policy.policy_id,
-                            slice=seed.slice, rules=[edit.rule_id], audience=seed.audience,
-                            meta={"edit": edit.kind, "violates": edit.rule_id, "detail": edit.detail,
-                                  **({"ref": seed.meta["ref"]} if "ref" in seed.meta else {})})
+            record = Record(
+                instruction=seed.instruction,
+                input=seed.input,
+                output=edit.output,
+                source=Source.contrastive,
+                parent_ids=[seed.id],
+                policy_version=policy.policy_id,
+                slice=seed.slice,
+                rules=[edit.rule_id],
+                audience=seed.audience,
+                meta={
+                    "edit": edit.kind,
+                    "violates": edit.rule_id,
+                    "detail": edit.detail,
+                    **({"ref": seed.meta["ref"]} if "ref" in seed.meta else {}),
+                },
+            )
             if record.id in seen:
                 continue
             seen.add(record.id)
-            record.decide(STAGE, False, f"contrastive negative ({edit.kind}): violates {edit.rule_id}, "
-                                        f"{edit.detail}; never a positive training example", rule_id=edit.rule_id)
+            record.decide(
+                STAGE,
+                False,
+                f"contrastive negative ({edit.kind}): violates {edit.rule_id}, "
+                f"{edit.detail}; never a positive training example",
+                rule_id=edit.rule_id,
+            )
             records.append(record)
             counts[edit.kind] += 1
     return records, counts
@@ -419,8 +515,11 @@ def check_negatives(negatives: list[Record], seeds: list[Record], policy: Policy
         violated = r.rules[0]
         found = {f.rule_id for f in checker.check(r.instruction, r.input, r.output, r.audience)}
         parent = parents.get(r.parent_ids[0])
-        before = ({f.rule_id for f in checker.check(parent.instruction, parent.input, parent.output, parent.audience)}
-                  if parent else set())
+        before = (
+            {f.rule_id for f in checker.check(parent.instruction, parent.input, parent.output, parent.audience)}
+            if parent
+            else set()
+        )
         c = by_edit[r.meta.get("edit", "?")]
         c["n"] += 1
         c["caught"] += violated in found
@@ -430,6 +529,11 @@ def check_negatives(negatives: list[Record], seeds: list[Record], policy: Policy
     for c in by_edit.values():
         total.update(c)
     rate = total["caught"] / total["n"] if total["n"] else float("nan")
-    return {"n": total["n"], "caught": total["caught"], "flagged": total["flagged"],
-            "seed_already_flagged": total["seed_already_flagged"], "catch_rate": rate,
-            "by_edit": {k: dict(v) | {"catch_rate": v["caught"] / v["n"]} for k, v in sorted(by_edit.items())}}
+    return {
+        "n": total["n"],
+        "caught": total["caught"],
+        "flagged": total["flagged"],
+        "seed_already_flagged": total["seed_already_flagged"],
+        "catch_rate": rate,
+        "by_edit": {k: dict(v) | {"catch_rate": v["caught"] / v["n"]} for k, v in sorted(by_edit.items())},
+    }

@@ -22,26 +22,32 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ballast.backends.base import Generator
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.prompting import render
+from ballast.backends.calls import CallLog, generate_all
 from ballast.generate.responses import Responder
-from ballast.prompts import user_content
+from ballast.policy.english import STOP_WORDS
 from ballast.recipe import EvolConfig
 from ballast.records import Record, Source
+from ballast.stages import decision_stage
 from ballast.templates import load_template
+from ballast.templates.prompts import user_content
+from ballast.templates.render import render
 
-STAGE = "generate.evol"
+STAGE = decision_stage("generate", "evol")
 JUDGE = "generate/evol_equal"
 
 # A label the model echoes at the start of its rewrite is format, not content: removed before rule 4 looks.
-_LEADING_LABEL = re.compile(r"^\s*(?:#+\s*)?(?:the\s+)?(?:rewritten|created|new|given)\s+prompt\s*#*\s*:?\s*",
-                            re.IGNORECASE)
+_LEADING_LABEL = re.compile(
+    r"^\s*(?:#+\s*)?(?:the\s+)?(?:rewritten|created|new|given)\s+prompt\s*#*\s*:?\s*", re.IGNORECASE
+)
 _QUOTED = re.compile(r'^\s*["“](.*)["”]\s*$', re.DOTALL)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-STOP_WORDS = frozenset(["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "aren't", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "can't", "cannot", "could", "couldn't", "did", "didn't", "do", "does", "doesn't", "doing", "don't", "down", "during", "each", "few", "for", "from", "further", "had", "hadn't", "has", "hasn't", "have", "haven't", "having", "he", "he'd", "he'll", "he's", "her", "here", "here's", "hers", "herself", "him", "himself", "his", "how", "how's", "i", "i'd", "i'll", "i'm", "i've", "if", "in", "into", "is", "isn't", "it", "it's", "its", "itself", "let's", "me", "more", "most", "mustn't", "my", "myself", "no", "nor", "not", "of", "off", "on", "once", "only", "or", "other", "ought", "our", "ours", "ourselves", "out", "over", "own", "same", "shan't", "she", "she'd", "she'll", "she's", "should", "shouldn't", "so", "some", "such", "than", "that", "that's", "the", "their", "theirs", "them", "themselves", "then", "there", "there's", "these", "they", "they'd", "they'll", "they're", "they've", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "wasn't", "we", "we'd", "we'll", "we're", "we've", "were", "weren't", "what", "what's", "when", "when's", "where", "where's", "which", "while", "who", "who's", "whom", "why", "why's", "with", "won't", "would", "wouldn't", "you", "you'd", "you'll", "you're", "you've", "your", "yours", "yourself", "yourselves", "ok", "okay", "yes"])
 
-ELIMINATIONS = {1: "no information gain", 2: "refusing response", 3: "only punctuation and stop words",
-                4: "copied prompt words"}
+ELIMINATIONS = {
+    1: "no information gain",
+    2: "refusing response",
+    3: "only punctuation and stop words",
+    4: "copied prompt words",
+}
 
 
 def method_template(method: str) -> str:
@@ -91,8 +97,15 @@ def _order(records: list[Record], seed: int) -> list[Record]:
     return sorted(records, key=lambda r: hashlib.sha256(f"evol:{seed}:{r.id}".encode()).digest())
 
 
-def evolve(seeds: list[Record], generator: Generator, cfg: EvolConfig, responder: Responder, policy_version: str,
-           seed: int, log: CallLog | None = None) -> tuple[list[Record], Counter]:
+def evolve(
+    seeds: list[Record],
+    generator: Generator,
+    cfg: EvolConfig,
+    responder: Responder,
+    policy_version: str,
+    seed: int,
+    log: CallLog | None = None,
+) -> tuple[list[Record], Counter]:
     """Every evolution as a record, and counts per outcome (evolved, eliminated per rule, failures)."""
     starts = _order([s for s in seeds if s.instruction.strip()], seed)[: cfg.max_seeds]
     pool = [_Node(s, user_content(s.instruction, s.input), s) for s in starts]
@@ -107,8 +120,9 @@ def evolve(seeds: list[Record], generator: Generator, cfg: EvolConfig, responder
         templates = [load_template(method_template(m)) for m in methods]
         prompts = [[{"role": "user", "content": render(t, prompt=node.text)}] for t, node in zip(templates, pool)]
         # A new decoding seed each round: a parent put back in the pool gets a fresh attempt.
-        gens = generate_all(generator, prompts, cfg.decoding.to_decoding(seed + 7919 * rnd),
-                            label=f"evol: round {rnd}", log=log)
+        gens = generate_all(
+            generator, prompts, cfg.decoding.to_decoding(seed + 7919 * rnd), label=f"evol: round {rnd}", log=log
+        )
         outcome: list[tuple[str, str | None, int | None]] = []  # (evolved text, failure reason, elimination)
         for node, gen in zip(pool, gens):
             if not gen.ok:
@@ -127,19 +141,34 @@ def evolve(seeds: list[Record], generator: Generator, cfg: EvolConfig, responder
         asking = [k for k, (_, why, _) in enumerate(outcome) if why is None]
         verdicts: dict[int, tuple[bool | None, str]] = {}
         if cfg.judge_equal and asking:
-            judge_prompts = [[{"role": "user", "content": render(judge, first=pool[k].text, second=outcome[k][0])}]
-                             for k in asking]
-            for k, g in zip(asking, generate_all(generator, judge_prompts, cfg.judge_decoding.to_decoding(seed),
-                                                 label=f"evol: judge round {rnd}", log=log)):
-                verdicts[k] = (parse_judgement(g.text or "") if g.ok else None,
-                               (g.text or "").strip()[:40] if g.ok else f"failed: {g.error}")
+            judge_prompts = [
+                [{"role": "user", "content": render(judge, first=pool[k].text, second=outcome[k][0])}] for k in asking
+            ]
+            for k, g in zip(
+                asking,
+                generate_all(
+                    generator,
+                    judge_prompts,
+                    cfg.judge_decoding.to_decoding(seed),
+                    label=f"evol: judge round {rnd}",
+                    log=log,
+                ),
+            ):
+                verdicts[k] = (
+                    parse_judgement(g.text or "") if g.ok else None,
+                    (g.text or "").strip()[:40] if g.ok else f"failed: {g.error}",
+                )
         for k, (verdict, said) in verdicts.items():
             if verdict is True:
                 outcome[k] = (outcome[k][0], f"the model judged the two instructions Equal ({said!r})", 1)
 
         answering = [k for k, (_, why, _) in enumerate(outcome) if why is None]
-        answers = dict(zip(answering, responder.answer([(outcome[k][0], "") for k in answering],
-                                                       label=f"evol: responses round {rnd}")))
+        answers = dict(
+            zip(
+                answering,
+                responder.answer([(outcome[k][0], "") for k in answering], label=f"evol: responses round {rnd}"),
+            )
+        )
         next_pool = []
         for k, (node, template, method) in enumerate(zip(pool, templates, methods)):
             text, why, rule = outcome[k]
@@ -152,8 +181,11 @@ def evolve(seeds: list[Record], generator: Generator, cfg: EvolConfig, responder
                     why, rule = f"the response apologises or refuses in {len(output.split())} words", 2
                 elif only_stop_words(output):
                     why, rule = "the response holds only punctuation and stop words", 3
-            meta = {"method": method, "root": node.root.id, **({"root_ref": node.root.meta["ref"]}
-                                                               if "ref" in node.root.meta else {})}
+            meta = {
+                "method": method,
+                "root": node.root.id,
+                **({"root_ref": node.root.meta["ref"]} if "ref" in node.root.meta else {}),
+            }
             if ans is not None:
                 meta |= responder.provenance(ans)
             if k in verdicts:
@@ -161,16 +193,33 @@ def evolve(seeds: list[Record], generator: Generator, cfg: EvolConfig, responder
             if rule is not None:
                 meta["elimination"] = f"{rule}:{ELIMINATIONS[rule].replace(' ', '_')}"
             record = Record(
-                instruction=text or f"(round {rnd}: no evolution of {node.record.id})", output=output,
-                source=Source.evol, parent_ids=[node.record.id], round=rnd, generator=generator.model,
-                template_id=template.id, template_sha256=template.sha256,
-                decoding={**{f"evol.{k2}": v for k2, v in cfg.decoding.model_dump().items()},
-                          **responder.decoding_fields()},
-                policy_version=policy_version, slice=node.root.slice if method != "breadth" else None, meta=meta)
+                instruction=text or f"(round {rnd}: no evolution of {node.record.id})",
+                output=output,
+                source=Source.evol,
+                parent_ids=[node.record.id],
+                round=rnd,
+                generator=generator.model,
+                template_id=template.id,
+                template_sha256=template.sha256,
+                decoding={
+                    **{f"evol.{k2}": v for k2, v in cfg.decoding.model_dump().items()},
+                    **responder.decoding_fields(),
+                },
+                policy_version=policy_version,
+                slice=node.root.slice if method != "breadth" else None,
+                meta=meta,
+            )
             if why is None:
-                note = "" if meta.get("judge") != "unparsable" else f"; the judge's answer was unparsable ({verdicts[k][1]!r}), so it counts as a gain"
-                record.decide(STAGE, True, f"evolved in {'breadth' if method == 'breadth' else 'depth'} "
-                                           f"({method}), round {rnd}{note}")
+                note = (
+                    ""
+                    if meta.get("judge") != "unparsable"
+                    else f"; the judge's answer was unparsable ({verdicts[k][1]!r}), so it counts as a gain"
+                )
+                record.decide(
+                    STAGE,
+                    True,
+                    f"evolved in {'breadth' if method == 'breadth' else 'depth'} ({method}), round {rnd}{note}",
+                )
                 counts["evolved"] += 1
                 counts["judge_unparsable"] += meta.get("judge") == "unparsable"
                 next_pool.append(_Node(record, text, node.root))

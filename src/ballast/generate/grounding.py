@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ballast.backends.base import Embedder, Message
-from ballast.generate.prompting import render
-from ballast.policy import Policy
-from ballast.policy_checks import PolicyChecker
-from ballast.prompts import user_content
+from ballast.policy.checks import PolicyChecker
+from ballast.policy.schema import Policy
 from ballast.recipe import GroundingConfig
 from ballast.records import Record
 from ballast.templates import load_template
+from ballast.templates.prompts import user_content
+from ballast.templates.render import render
 
 TEMPLATE = "generate/grounded"
 
@@ -32,8 +32,9 @@ class Grounding:
 
 
 class PolicyGrounding:
-    def __init__(self, policy: Policy, seeds: Sequence[Record], cfg: GroundingConfig,
-                 embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, policy: Policy, seeds: Sequence[Record], cfg: GroundingConfig, embedder: Embedder | None = None
+    ) -> None:
         if embedder is None:
             from ballast.backends.minilm import MiniLMEmbedder
 
@@ -43,8 +44,11 @@ class PolicyGrounding:
         self.template = load_template(TEMPLATE)
         self.seeds = [s for s in seeds if s.output.strip()]
         self._rule_vectors = embedder.embed([f"{r.title}. {r.text}" for r in policy.rules])
-        self._seed_vectors = (embedder.embed([user_content(s.instruction, s.input) for s in self.seeds])
-                              if self.seeds else np.zeros((0, self._rule_vectors.shape[1]), np.float32))
+        self._seed_vectors = (
+            embedder.embed([user_content(s.instruction, s.input) for s in self.seeds])
+            if self.seeds
+            else np.zeros((0, self._rule_vectors.shape[1]), np.float32)
+        )
 
     def plan(self, pairs: Sequence[tuple[str, str]]) -> list[Grounding]:
         """Rules and examples for each (instruction, input), embedded in one batch."""
@@ -69,7 +73,10 @@ class PolicyGrounding:
                 seed = self.seeds[j]
                 size = len(f"{seed.instruction} {seed.input} {seed.output}".split())
                 # The same text is the seed itself (a paraphrase parent, say): showing it is no example.
-                if user_content(seed.instruction, seed.input) == query_text or words + size > self.cfg.max_example_words:
+                if (
+                    user_content(seed.instruction, seed.input) == query_text
+                    or words + size > self.cfg.max_example_words
+                ):
                     continue
                 examples.append(seed)
                 words += size
@@ -77,8 +84,12 @@ class PolicyGrounding:
         return plans
 
     def messages(self, instruction: str, input: str, grounding: Grounding) -> list[Message]:
-        rules = "\n".join(f"- {rid} {self.policy.by_id[rid].title}: {self.policy.by_id[rid].text}"
-                          for rid in grounding.rules) or "- (no specific rule found; follow the policy as usual)"
+        rules = (
+            "\n".join(
+                f"- {rid} {self.policy.by_id[rid].title}: {self.policy.by_id[rid].text}" for rid in grounding.rules
+            )
+            or "- (no specific rule found; follow the policy as usual)"
+        )
         system = render(self.template, company=self.policy.company, rules=rules, sign_off=self.policy.sign_off)
         messages: list[Message] = [{"role": "system", "content": system}]
         for seed in grounding.examples:

@@ -12,20 +12,21 @@ import hashlib
 import re
 from collections import Counter
 
-from rouge_score import rouge_scorer
-
 from ballast.backends.base import Generator
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.prompting import render
+from ballast.backends.calls import CallLog, generate_all
 from ballast.generate.responses import Responder
 from ballast.recipe import ParaphraseConfig
 from ballast.records import Record, Source
+from ballast.rouge import rouge_l
+from ballast.stages import decision_stage
 from ballast.templates import load_template
+from ballast.templates.render import render
 
-STAGE = "generate.paraphrase"
+STAGE = decision_stage("generate", "paraphrase")
 TEMPLATE = "generate/paraphrase"
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:rewritten|paraphrased|new)\s+(?:request|version|text)(?:\*\*)?\s*:\s*",
-                    re.IGNORECASE)
+_LABEL = re.compile(
+    r"^\s*(?:\*\*)?(?:rewritten|paraphrased|new)\s+(?:request|version|text)(?:\*\*)?\s*:\s*", re.IGNORECASE
+)
 _QUOTED = re.compile(r'^\s*["“](.*)["”]\s*$', re.DOTALL)
 _ECHO = ("rewritten request", "rewrite the request", "request:")
 
@@ -45,18 +46,26 @@ def _rank(record: Record, seed: int) -> bytes:
     return hashlib.sha256(f"paraphrase:{seed}:{record.id}".encode()).digest()
 
 
-def paraphrase(seeds: list[Record], generator: Generator, cfg: ParaphraseConfig, responder: Responder | None,
-               policy_version: str, seed: int, log: CallLog | None = None) -> tuple[list[Record], Counter]:
+def paraphrase(
+    seeds: list[Record],
+    generator: Generator,
+    cfg: ParaphraseConfig,
+    responder: Responder | None,
+    policy_version: str,
+    seed: int,
+    log: CallLog | None = None,
+) -> tuple[list[Record], Counter]:
     template = load_template(TEMPLATE)
     chosen = sorted((s for s in seeds if s.instruction.strip()), key=lambda r: _rank(r, seed))[: cfg.max_seeds]
     jobs = []
     for s in chosen:
         offset = _rank(s, seed)[0]
         jobs += [(s, cfg.personas[(offset + k) % len(cfg.personas)]) for k in range(cfg.per_seed)]
-    prompts = [[{"role": "user", "content": render(template, persona=persona, instruction=s.instruction.strip())}]
-               for s, persona in jobs]
+    prompts = [
+        [{"role": "user", "content": render(template, persona=persona, instruction=s.instruction.strip())}]
+        for s, persona in jobs
+    ]
     gens = generate_all(generator, prompts, cfg.decoding.to_decoding(seed), label="paraphrase", log=log)
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     verdicts: list[tuple[str, str | None, float | None]] = []
     for (s, _), gen in zip(jobs, gens):
         if not gen.ok:
@@ -66,7 +75,7 @@ def paraphrase(seeds: list[Record], generator: Generator, cfg: ParaphraseConfig,
         if not text:
             verdicts.append(("", "no rewrite in the model's text", None))
             continue
-        rouge = scorer.score(s.instruction, text)["rougeL"].fmeasure
+        rouge = rouge_l(s.instruction, text)
         n, n0 = len(text.split()), max(1, len(s.instruction.split()))
         if _norm(text) == _norm(s.instruction):
             verdicts.append((text, "the rewrite is the original instruction", rouge))
@@ -83,8 +92,12 @@ def paraphrase(seeds: list[Record], generator: Generator, cfg: ParaphraseConfig,
     answers = {}
     if cfg.response == "weak" and responder is not None:
         todo = [k for k, (_, why, _) in enumerate(verdicts) if why is None]
-        answers = dict(zip(todo, responder.answer([(verdicts[k][0], jobs[k][0].input) for k in todo],
-                                                  label="paraphrase: responses")))
+        answers = dict(
+            zip(
+                todo,
+                responder.answer([(verdicts[k][0], jobs[k][0].input) for k in todo], label="paraphrase: responses"),
+            )
+        )
     counts: Counter = Counter()
     records = []
     for k, ((s, persona), (text, why, rouge)) in enumerate(zip(jobs, verdicts)):
@@ -98,12 +111,22 @@ def paraphrase(seeds: list[Record], generator: Generator, cfg: ParaphraseConfig,
         meta = {"persona": persona, "response": cfg.response, **({"ref": s.meta["ref"]} if "ref" in s.meta else {})}
         if ans is not None and responder is not None:
             meta |= responder.provenance(ans)
-        record = Record(instruction=text or f"(no paraphrase of {s.id})", input=s.input, output=output,
-                        source=Source.paraphrase, parent_ids=[s.id], generator=generator.model,
-                        template_id=template.id, template_sha256=template.sha256,
-                        decoding={f"paraphrase.{k2}": v for k2, v in cfg.decoding.model_dump().items()},
-                        policy_version=policy_version, slice=s.slice, rules=list(s.rules) if keep_labels else [],
-                        audience=s.audience if keep_labels else None, meta=meta)
+        record = Record(
+            instruction=text or f"(no paraphrase of {s.id})",
+            input=s.input,
+            output=output,
+            source=Source.paraphrase,
+            parent_ids=[s.id],
+            generator=generator.model,
+            template_id=template.id,
+            template_sha256=template.sha256,
+            decoding={f"paraphrase.{k2}": v for k2, v in cfg.decoding.model_dump().items()},
+            policy_version=policy_version,
+            slice=s.slice,
+            rules=list(s.rules) if keep_labels else [],
+            audience=s.audience if keep_labels else None,
+            meta=meta,
+        )
         if why is None:
             record.decide(STAGE, True, f"paraphrased as {persona}", score=rouge)
             counts["kept"] += 1

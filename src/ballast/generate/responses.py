@@ -7,18 +7,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ballast.backends.base import Decoding, Generation, Generator
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.grounding import Grounding, PolicyGrounding
-from ballast.prompts import record_messages
+from ballast.backends.calls import CallLog, generate_all
 from ballast.records import Record, Source
+from ballast.templates.prompts import record_messages
+
+if TYPE_CHECKING:  # the stage hands a grounding over; answering only calls it
+    from ballast.generate.grounding import Grounding, PolicyGrounding
 
 
-def answer(instructions: list[str], generator: Generator, decoding: Decoding, company: str,
-           log: CallLog | None = None) -> list[Generation]:
-    prompts = [record_messages(Record(instruction=text, source=Source.self_instruct), company, with_response=False)
-               for text in instructions]
+def answer(
+    instructions: list[str], generator: Generator, decoding: Decoding, company: str, log: CallLog | None = None
+) -> list[Generation]:
+    prompts = [
+        record_messages(Record(instruction=text, source=Source.self_instruct), company, with_response=False)
+        for text in instructions
+    ]
     return generate_all(generator, prompts, decoding, label="weak model: responses", log=log)
 
 
@@ -45,15 +51,23 @@ class Responder:
 
     def prompts(self, pairs: Sequence[tuple[str, str]]) -> tuple[list, list[Grounding | None]]:
         if self.grounding is None:
-            return ([record_messages(Record(instruction=i, input=x, source=Source.self_instruct), self.company,
-                                     with_response=False) for i, x in pairs], [None] * len(pairs))
+            return (
+                [
+                    record_messages(
+                        Record(instruction=i, input=x, source=Source.self_instruct), self.company, with_response=False
+                    )
+                    for i, x in pairs
+                ],
+                [None] * len(pairs),
+            )
         plans = self.grounding.plan(pairs)
         return [self.grounding.messages(i, x, p) for (i, x), p in zip(pairs, plans)], list(plans)
 
     def answer(self, pairs: Sequence[tuple[str, str]], label: str = "weak model: responses") -> list[Answer]:
         prompts, plans = self.prompts(pairs)
-        gens = generate_all(self.generator, prompts, self.decoding, label=f"{label} ({self.mode})",
-                            chunk=self.chunk, log=self.log)
+        gens = generate_all(
+            self.generator, prompts, self.decoding, label=f"{label} ({self.mode})", chunk=self.chunk, log=self.log
+        )
         return [Answer(g, p) for g, p in zip(gens, plans)]
 
     def provenance(self, ans: Answer) -> dict[str, str]:

@@ -18,18 +18,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from rich.progress import Progress
-from rouge_score import rouge_scorer
 
 from ballast.backends.base import Generation, Generator
+from ballast.backends.calls import CallLog, generate_all
 from ballast.errors import InputError
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.prompting import render
 from ballast.generate.responses import Responder
 from ballast.recipe import DecodingConfig, SelfInstructConfig
 from ballast.records import Record, Source
+from ballast.rouge import rouge_l
+from ballast.stages import decision_stage
 from ballast.templates import Template, load_template
+from ballast.templates.render import render
 
-STAGE = "generate.self_instruct"
+STAGE = decision_stage("generate", "self_instruct")
 TEMPLATE = "generate/self_instruct"
 TASK_LINE = re.compile(r"(?:^|\n)\s*Task \d+:\s*")
 
@@ -73,7 +74,6 @@ class SimilarityPool:
     the novelty decision and the most-similar list of the original output format come from one pass."""
 
     def __init__(self) -> None:
-        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
         self.ids: list[str] = []
         self.texts: list[str] = []
 
@@ -82,7 +82,7 @@ class SimilarityPool:
         self.texts.append(text)
 
     def scores(self, text: str) -> np.ndarray:
-        return np.array([self._scorer.score(text, other)["rougeL"].fmeasure for other in self.texts])
+        return np.array([rouge_l(text, other) for other in self.texts])
 
 
 @dataclass
@@ -103,15 +103,23 @@ def _minimum_human(cfg: SelfInstructConfig) -> int:
     return cfg.prompt_instructions  # the first requests, with no machine task yet, show only human ones
 
 
-def bootstrap_tasks(human: Sequence[tuple[str, str]], generator: Generator, cfg: SelfInstructConfig,
-                    template: Template, fields: dict[str, str], seed: int,
-                    log: CallLog | None = None) -> list[TaskCandidate]:
+def bootstrap_tasks(
+    human: Sequence[tuple[str, str]],
+    generator: Generator,
+    cfg: SelfInstructConfig,
+    template: Template,
+    fields: dict[str, str],
+    seed: int,
+    log: CallLog | None = None,
+) -> list[TaskCandidate]:
     """Grow the pool from (id, text) human tasks until cfg.num_instructions machine tasks are accepted or
     cfg.max_requests requests are spent. Every candidate comes back, accepted or with its reason."""
     if len(human) < _minimum_human(cfg):
-        raise InputError(f"Self-Instruct shows {cfg.prompt_instructions} human tasks in its first requests, "
-                         f"but the seed set has {len(human)}" + (" (it is empty)" if not human else ""),
-                         field="generate.self_instruct.prompt_instructions")
+        raise InputError(
+            f"Self-Instruct shows {cfg.prompt_instructions} human tasks in its first requests, "
+            f"but the seed set has {len(human)}" + (" (it is empty)" if not human else ""),
+            field="generate.self_instruct.prompt_instructions",
+        )
     rng = random.Random(seed)
     pool = SimilarityPool()
     for hid, text in human:
@@ -131,25 +139,43 @@ def bootstrap_tasks(human: Sequence[tuple[str, str]], generator: Generator, cfg:
                 lines = "\n".join(f"Task {i}: {text}" for i, (_, text) in enumerate(shown, start=1))
                 prompt = render(template, tasks=lines, **fields).rstrip("\n") + f"\nTask {len(shown) + 1}:"
                 batch.append((shown, prompt))
-            gens = generate_all(generator, [p for _, p in batch], decoding, label="self-instruct: requests",
-                                log=log, progress=False)
+            gens = generate_all(
+                generator, [p for _, p in batch], decoding, label="self-instruct: requests", log=log, progress=False
+            )
             for (shown, prompt), gen in zip(batch, gens):
                 parents = [pid for pid, _ in shown]
                 if not gen.ok:
-                    candidates.append(TaskCandidate("", parents, requests, rejected=f"weak model failed: {gen.error}",
-                                                    prompt=prompt, generation=gen))
+                    candidates.append(
+                        TaskCandidate(
+                            "",
+                            parents,
+                            requests,
+                            rejected=f"weak model failed: {gen.error}",
+                            prompt=prompt,
+                            generation=gen,
+                        )
+                    )
                     requests += 1
                     continue
                 texts = parse_tasks(gen.text or "")
                 if not texts:
-                    candidates.append(TaskCandidate("", parents, requests, prompt=prompt, generation=gen,
-                                                    rejected=f"no task parsed from the model's text "
-                                                             f"{(gen.text or '')[:80]!r}"))
+                    candidates.append(
+                        TaskCandidate(
+                            "",
+                            parents,
+                            requests,
+                            prompt=prompt,
+                            generation=gen,
+                            rejected=f"no task parsed from the model's text {(gen.text or '')[:80]!r}",
+                        )
+                    )
                 for k, text in enumerate(texts):
-                    cand = TaskCandidate(text, parents, requests, rejected=screen(text, cfg), prompt=prompt,
-                                         generation=gen)
-                    cut = gen.finish_reason == "length" and (cfg.truncated == "drop_response"
-                                                            or (cfg.truncated == "drop_last" and k == len(texts) - 1))
+                    cand = TaskCandidate(
+                        text, parents, requests, rejected=screen(text, cfg), prompt=prompt, generation=gen
+                    )
+                    cut = gen.finish_reason == "length" and (
+                        cfg.truncated == "drop_response" or (cfg.truncated == "drop_last" and k == len(texts) - 1)
+                    )
                     if cut and cand.rejected is None:
                         cand.rejected = "cut off by the token limit"
                     if cand.rejected is None:
@@ -173,42 +199,78 @@ def bootstrap_tasks(human: Sequence[tuple[str, str]], generator: Generator, cfg:
     return candidates
 
 
-def bootstrap(seeds: list[Record], generator: Generator, cfg: SelfInstructConfig, company: str,
-              seed: int, log: CallLog | None = None) -> list[TaskCandidate]:
+def bootstrap(
+    seeds: list[Record],
+    generator: Generator,
+    cfg: SelfInstructConfig,
+    company: str,
+    seed: int,
+    log: CallLog | None = None,
+) -> list[TaskCandidate]:
     """Support-domain bootstrap: each human seed shows as its instruction plus the context it needs."""
-    return bootstrap_tasks([(r.id, flatten_task(r)) for r in seeds], generator, cfg, load_template(TEMPLATE),
-                           {"company": company}, seed, log)
+    return bootstrap_tasks(
+        [(r.id, flatten_task(r)) for r in seeds],
+        generator,
+        cfg,
+        load_template(TEMPLATE),
+        {"company": company},
+        seed,
+        log,
+    )
 
 
-def self_instruct(seeds: list[Record], generator: Generator, cfg: SelfInstructConfig,
-                  response_decoding: DecodingConfig, company: str, policy_version: str, seed: int, *,
-                  responder: Responder | None = None, log: CallLog | None = None) -> list[Record]:
+def self_instruct(
+    seeds: list[Record],
+    generator: Generator,
+    cfg: SelfInstructConfig,
+    response_decoding: DecodingConfig,
+    company: str,
+    policy_version: str,
+    seed: int,
+    *,
+    responder: Responder | None = None,
+    log: CallLog | None = None,
+) -> list[Record]:
     """Records for every candidate: accepted tasks with the weak model's response (or, in mode "instances",
     with the instances the paper's method writes), rejected ones with why."""
     template = load_template(TEMPLATE)
     candidates = bootstrap(seeds, generator, cfg, company, seed, log)
-    base = {"generator": generator.model, "template_id": template.id, "template_sha256": template.sha256,
-            "policy_version": policy_version}
+    base = {
+        "generator": generator.model,
+        "template_id": template.id,
+        "template_sha256": template.sha256,
+        "policy_version": policy_version,
+    }
     if cfg.mode == "instances":
         from ballast.generate.self_instruct_instances import instance_records
 
         return task_records(candidates, base, cfg) + instance_records(
-            [c for c in candidates if c.rejected is None], generator, cfg, seed, base, log=log)
+            [c for c in candidates if c.rejected is None], generator, cfg, seed, base, log=log
+        )
 
     responder = responder or Responder(generator, response_decoding.to_decoding(seed), company, log=log)
     accepted = [c for c in candidates if c.rejected is None]
     answers = responder.answer([(c.text, "") for c in accepted])
     answer_of = {id(c): a for c, a in zip(accepted, answers)}
-    decoding = {**{f"task.{k}": v for k, v in cfg.decoding.model_dump().items()},
-                **{f"response.{k}": v for k, v in response_decoding.model_dump().items()},
-                "response.mode": responder.mode}
+    decoding = {
+        **{f"task.{k}": v for k, v in cfg.decoding.model_dump().items()},
+        **{f"response.{k}": v for k, v in response_decoding.model_dump().items()},
+        "response.mode": responder.mode,
+    }
     records: list[Record] = []
     for cand in candidates:
         ans = answer_of.get(id(cand))
         gen = ans.generation if ans else None
-        record = Record(instruction=cand.text or "(no task parsed)", output=(gen.text or "") if gen else "",
-                        source=Source.self_instruct, parent_ids=cand.parents, round=cand.round, decoding=decoding,
-                        meta=responder.provenance(ans) if ans else {}, **base)
+        record = Record(
+            instruction=cand.text or "(no task parsed)",
+            output=(gen.text or "") if gen else "",
+            source=Source.self_instruct,
+            parent_ids=cand.parents,
+            round=cand.round,
+            decoding=decoding,
+            meta=responder.provenance(ans) if ans else {},
+            **base,
+        )
         similar = cand.similar_to
         if similar and similar.startswith("machine:"):
             similar = records[int(similar.split(":")[1])].id
@@ -228,8 +290,14 @@ def task_records(candidates: list[TaskCandidate], base: dict, cfg: SelfInstructC
     records: list[Record] = []
     index_of: dict[int, str] = {}
     for n, cand in enumerate(candidates):
-        record = Record(instruction=cand.text or "(no task parsed)", source=Source.self_instruct,
-                        parent_ids=cand.parents, round=cand.round, decoding=decoding, **base)
+        record = Record(
+            instruction=cand.text or "(no task parsed)",
+            source=Source.self_instruct,
+            parent_ids=cand.parents,
+            round=cand.round,
+            decoding=decoding,
+            **base,
+        )
         index_of[n] = record.id
         if cand.rejected is None:
             continue

@@ -19,13 +19,14 @@ import re
 from dataclasses import dataclass, field
 
 from ballast.backends.base import Generation, Generator
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.prompting import render
+from ballast.backends.calls import CallLog, generate_all
 from ballast.recipe import InstanceFilterConfig, SelfInstructConfig
 from ballast.records import Record, Source
+from ballast.stages import decision_stage
 from ballast.templates import load_template
+from ballast.templates.render import render
 
-STAGE = "generate.self_instruct"
+STAGE = decision_stage("generate", "self_instruct")
 CLASSIFY = "generate/self_instruct_is_clf"
 INPUT_FIRST = "generate/self_instruct_input_first"
 OUTPUT_FIRST = "generate/self_instruct_output_first"
@@ -49,8 +50,9 @@ def parse_classification(text: str) -> Classification:
     return Classification(is_classification=yes, answer=text, unparsable=not (yes or no))
 
 
-def classify(tasks: list[str], generator: Generator, cfg: SelfInstructConfig, seed: int,
-             log: CallLog | None = None) -> tuple[list[Classification], list[Generation]]:
+def classify(
+    tasks: list[str], generator: Generator, cfg: SelfInstructConfig, seed: int, log: CallLog | None = None
+) -> tuple[list[Classification], list[Generation]]:
     template = load_template(CLASSIFY)
     prompts = [render(template, task=t.strip()) for t in tasks]
     decoding = cfg.classify_decoding.to_decoding(seed, stop=("\n", "Task"))
@@ -72,8 +74,14 @@ def instance_prompt(task: str, is_classification: bool) -> tuple[str, str]:
     return template.id, render(template, task=task.strip())
 
 
-def write_instances(tasks: list[str], kinds: list[Classification], generator: Generator, cfg: SelfInstructConfig,
-                    seed: int, log: CallLog | None = None) -> list[Generation]:
+def write_instances(
+    tasks: list[str],
+    kinds: list[Classification],
+    generator: Generator,
+    cfg: SelfInstructConfig,
+    seed: int,
+    log: CallLog | None = None,
+) -> list[Generation]:
     prompts = [instance_prompt(t, k.is_classification)[1] for t, k in zip(tasks, kinds)]
     decoding = cfg.instance_decoding.to_decoding(seed, stop=(f"Example {cfg.max_instances_to_generate + 1}", "Task:"))
     return generate_all(generator, prompts, decoding, label="self-instruct: instances", log=log)
@@ -108,8 +116,9 @@ def parse_output_first(raw: str) -> list[Instance]:
     return instances
 
 
-def filter_instances(instances: list[Instance], cfg: InstanceFilterConfig, rng: random.Random,
-                     truncated: bool) -> list[Instance]:
+def filter_instances(
+    instances: list[Instance], cfg: InstanceFilterConfig, rng: random.Random, truncated: bool
+) -> list[Instance]:
     """Sets `rejected` on the instances that go; returns them with exact duplicates folded into the first."""
     if truncated and instances:
         instances[-1].rejected = "cut off by the token limit"
@@ -157,8 +166,9 @@ class TaskInstances:
     failure: str | None = None  # why the task has no instance at all
 
 
-def instances_for(tasks: list[str], generator: Generator, cfg: SelfInstructConfig, seed: int,
-                  log: CallLog | None = None) -> tuple[list[TaskInstances], list[Generation]]:
+def instances_for(
+    tasks: list[str], generator: Generator, cfg: SelfInstructConfig, seed: int, log: CallLog | None = None
+) -> tuple[list[TaskInstances], list[Generation]]:
     """Classify each task, write its instances, parse and filter them. Also returns the classification calls."""
     kinds, clf_gens = classify(tasks, generator, cfg, seed, log)
     gens = write_instances(tasks, kinds, generator, cfg, seed, log)
@@ -174,48 +184,78 @@ def instances_for(tasks: list[str], generator: Generator, cfg: SelfInstructConfi
             if not parsed:
                 result.failure = f"no instance parsed from the model's text {(gen.text or '')[:80]!r}"
             else:
-                result.instances = filter_instances(parsed, cfg.instance_filters, rng,
-                                                    truncated=gen.finish_reason == "length")
+                result.instances = filter_instances(
+                    parsed, cfg.instance_filters, rng, truncated=gen.finish_reason == "length"
+                )
         out.append(result)
     return out, clf_gens
 
 
-def instance_records(accepted: list, generator: Generator, cfg: SelfInstructConfig, seed: int, base: dict,
-                     log: CallLog | None = None) -> list[Record]:
+def instance_records(
+    accepted: list, generator: Generator, cfg: SelfInstructConfig, seed: int, base: dict, log: CallLog | None = None
+) -> list[Record]:
     """Records for the instances of accepted tasks (TaskCandidate objects), each kept or with its reason."""
     results, _ = instances_for([c.text for c in accepted], generator, cfg, seed, log)
     return instance_records_from(accepted, results, cfg, base)
 
 
-def instance_records_from(accepted: list, results: list[TaskInstances], cfg: SelfInstructConfig,
-                          base: dict) -> list[Record]:
-    decoding = {**{f"task.{k}": v for k, v in cfg.decoding.model_dump().items()},
-                **{f"instance.{k}": v for k, v in cfg.instance_decoding.model_dump().items()}}
+def instance_records_from(
+    accepted: list, results: list[TaskInstances], cfg: SelfInstructConfig, base: dict
+) -> list[Record]:
+    decoding = {
+        **{f"task.{k}": v for k, v in cfg.decoding.model_dump().items()},
+        **{f"instance.{k}": v for k, v in cfg.instance_decoding.model_dump().items()},
+    }
     records = []
     for cand, res in zip(accepted, results):
         template = load_template(res.template_id)
         common = {**base, "template_id": template.id, "template_sha256": template.sha256}
-        meta = {"is_classification": "yes" if res.kind.is_classification else "no",
-                "classification_answer": (res.kind.answer or "").strip(),
-                "task_template": base.get("template_id") or ""}
+        meta = {
+            "is_classification": "yes" if res.kind.is_classification else "no",
+            "classification_answer": (res.kind.answer or "").strip(),
+            "task_template": base.get("template_id") or "",
+        }
         if res.kind.unparsable or res.kind.error:
             meta["classification_failure"] = res.kind.error or "answer was neither yes nor no"
         parents = cand.parents
         if res.failure:
-            records.append(Record(instruction=cand.text, source=Source.self_instruct, parent_ids=parents,
-                                  round=cand.round, decoding=decoding, meta=meta, **common)
-                           .decide(STAGE, False, res.failure, score=cand.rouge))
+            records.append(
+                Record(
+                    instruction=cand.text,
+                    source=Source.self_instruct,
+                    parent_ids=parents,
+                    round=cand.round,
+                    decoding=decoding,
+                    meta=meta,
+                    **common,
+                ).decide(STAGE, False, res.failure, score=cand.rouge)
+            )
             continue
         for inst in res.instances:
-            record = Record(instruction=cand.text, input=inst.input, output=inst.output,
-                            source=Source.self_instruct, parent_ids=parents, round=cand.round, decoding=decoding,
-                            meta={**meta, **({"duplicates_merged": str(inst.merged)} if inst.merged else {})},
-                            **common)
+            record = Record(
+                instruction=cand.text,
+                input=inst.input,
+                output=inst.output,
+                source=Source.self_instruct,
+                parent_ids=parents,
+                round=cand.round,
+                decoding=decoding,
+                meta={**meta, **({"duplicates_merged": str(inst.merged)} if inst.merged else {})},
+                **common,
+            )
             if inst.rejected:
                 record.decide(STAGE, False, f"instance filter: {inst.rejected}")
             else:
-                record.decide(STAGE, True, "new task with a "
-                              + ("class label written output-first" if res.kind.is_classification
-                                 else "instance written input-first"), score=cand.rouge)
+                record.decide(
+                    STAGE,
+                    True,
+                    "new task with a "
+                    + (
+                        "class label written output-first"
+                        if res.kind.is_classification
+                        else "instance written input-first"
+                    ),
+                    score=cand.rouge,
+                )
             records.append(record)
     return records

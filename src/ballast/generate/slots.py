@@ -14,12 +14,13 @@ import itertools
 import random
 from collections import Counter
 
-from ballast.generate.prompting import fill, slots_of
 from ballast.generate.responses import Responder
 from ballast.recipe import SlotTemplate, TemplateSlotsConfig
 from ballast.records import Record, Source
+from ballast.stages import decision_stage
+from ballast.templates.render import fill, slots_of
 
-STAGE = "generate.template_slots"
+STAGE = decision_stage("generate", "template_slots")
 
 
 def template_sha256(t: SlotTemplate) -> str:
@@ -31,8 +32,9 @@ def fill_template(t: SlotTemplate, values: dict[str, str]) -> tuple[str, str]:
     return fill(tid, t.instruction, values), fill(tid, t.input, values)
 
 
-def allocate(templates: list[SlotTemplate], total: int, seeds: list[Record],
-             capacity: list[int] | None = None) -> list[int]:
+def allocate(
+    templates: list[SlotTemplate], total: int, seeds: list[Record], capacity: list[int] | None = None
+) -> list[int]:
     """Fills per template, weight 1 / (1 + seeds in its slice), by largest remainder; a template never gets
     more fills than it has distinct combinations (`capacity`), and what it cannot take goes to the others."""
     if not templates:
@@ -73,8 +75,9 @@ def plan_fills(cfg: TemplateSlotsConfig, seeds: list[Record], seed: int) -> list
     return plans
 
 
-def template_records(cfg: TemplateSlotsConfig, seeds: list[Record], responder: Responder, policy_version: str,
-                     seed: int) -> tuple[list[Record], Counter]:
+def template_records(
+    cfg: TemplateSlotsConfig, seeds: list[Record], responder: Responder, policy_version: str, seed: int
+) -> tuple[list[Record], Counter]:
     plans = plan_fills(cfg, seeds, seed)
     pairs = [fill_template(t, values) for t, values in plans]
     answers = responder.answer(pairs, label="template slots: responses")
@@ -82,11 +85,21 @@ def template_records(cfg: TemplateSlotsConfig, seeds: list[Record], responder: R
     records = []
     for (t, values), (instruction, input), ans in zip(plans, pairs, answers):
         gen = ans.generation
-        record = Record(instruction=instruction, input=input, output=(gen.text or "") if gen.ok else "",
-                        source=Source.template, generator=responder.generator.model, template_id=f"recipe:{t.id}",
-                        template_sha256=template_sha256(t), decoding=responder.decoding_fields(),
-                        policy_version=policy_version, slice=t.slice, rules=list(t.rules), audience=t.audience,
-                        meta={**{f"slot.{k}": v for k, v in values.items()}, **responder.provenance(ans)})
+        record = Record(
+            instruction=instruction,
+            input=input,
+            output=(gen.text or "") if gen.ok else "",
+            source=Source.template,
+            generator=responder.generator.model,
+            template_id=f"recipe:{t.id}",
+            template_sha256=template_sha256(t),
+            decoding=responder.decoding_fields(),
+            policy_version=policy_version,
+            slice=t.slice,
+            rules=list(t.rules),
+            audience=t.audience,
+            meta={**{f"slot.{k}": v for k, v in values.items()}, **responder.provenance(ans)},
+        )
         if gen.ok:
             record.decide(STAGE, True, f"template {t.id} filled ({', '.join(f'{k}={v}' for k, v in values.items())})")
             counts["kept"] += 1

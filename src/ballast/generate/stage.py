@@ -12,14 +12,16 @@ from collections import Counter
 from rich.console import Console
 
 from ballast.backends.base import Generator
-from ballast.generate.calls import CallLog
+from ballast.backends.calls import CallLog
 from ballast.generate.responses import Responder
-from ballast.policy import Policy
-from ballast.recipe import EVOL_METHODS, GenerateConfig, Recipe, ServerConfig
+from ballast.policy.schema import Policy
+from ballast.recipe import EVOL_METHODS, GenerateConfig
 from ballast.records import Record
 from ballast.templates import load_template
 
 console = Console()
+# What the stage reads (recipe keys and shared values), from which Run builds its cache key.
+READS = ("generate", "seed", "seeds", "models.weak", "models.writer", "templates", "policy")
 
 
 def templates_used(cfg: GenerateConfig) -> dict[str, str]:
@@ -28,8 +30,11 @@ def templates_used(cfg: GenerateConfig) -> dict[str, str]:
     if cfg.self_instruct.enabled:
         ids.append("generate/self_instruct")
         if cfg.self_instruct.mode == "instances":
-            ids += ["generate/self_instruct_is_clf", "generate/self_instruct_input_first",
-                    "generate/self_instruct_output_first"]
+            ids += [
+                "generate/self_instruct_is_clf",
+                "generate/self_instruct_input_first",
+                "generate/self_instruct_output_first",
+            ]
     if cfg.responses.mode == "grounded":
         ids.append("generate/grounded")
     if cfg.evol.enabled:
@@ -44,47 +49,43 @@ def templates_used(cfg: GenerateConfig) -> dict[str, str]:
     return out
 
 
-def backend_for(server: ServerConfig | None, model: str, threads: int | None = None) -> Generator:
-    """llama.cpp in process running `model` (on `threads` threads), or the OpenAI-compatible server given."""
-    if server is None:
-        from ballast.backends.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(model, n_threads=threads)
-    from ballast.backends.openai_http import OpenAIBackend
-
-    return OpenAIBackend(server.base_url, server.model, api_key_env=server.api_key_env,
-                         concurrency=server.concurrency, timeout_s=server.timeout_s, max_retries=server.max_retries,
-                         model_sha256=server.model_sha256, requests_per_second=server.requests_per_second)
+def generation_seed(cfg: GenerateConfig, seed: int) -> int:
+    """generate.seed when set, else the recipe's seed."""
+    return cfg.seed if cfg.seed is not None else seed
 
 
-def weak_generator(recipe: Recipe) -> Generator:
-    """The weak model of generation: llama.cpp in process, or the OpenAI-compatible server the recipe names."""
-    return backend_for(recipe.generate.server, recipe.models.weak, recipe.models.threads)
-
-
-def generation_seed(recipe: Recipe) -> int:
-    return recipe.generate.seed if recipe.generate.seed is not None else recipe.seed
-
-
-def make_responder(train: list[Record], weak: Generator, recipe: Recipe, policy: Policy,
-                   log: CallLog | None = None) -> Responder:
-    cfg = recipe.generate
+def make_responder(
+    train: list[Record], weak: Generator, cfg: GenerateConfig, seed: int, policy: Policy, log: CallLog | None = None
+) -> Responder:
     grounding = None
     if cfg.responses.mode == "grounded":
         from ballast.generate.grounding import PolicyGrounding
 
         grounding = PolicyGrounding(policy, train, cfg.responses.grounding)
-    return Responder(weak, cfg.responses.decoding.to_decoding(generation_seed(recipe)), policy.company, grounding=grounding,
-                     log=log, chunk=cfg.batch_size)
+    return Responder(
+        weak,
+        cfg.responses.decoding.to_decoding(generation_seed(cfg, seed)),
+        policy.company,
+        grounding=grounding,
+        log=log,
+        chunk=cfg.batch_size,
+    )
 
 
-def generate_records(train: list[Record], weak: Generator, recipe: Recipe, policy: Policy,
-                     log: CallLog | None = None, writer: Generator | None = None) -> tuple[list[Record], dict[str, int]]:
-    """Records from every enabled generator (kept and dropped), and counts per generator and outcome.
-    `writer` writes Self-Instruct's new instructions when it is not the weak model."""
-    cfg = recipe.generate
-    seed = generation_seed(recipe)
-    responder = make_responder(train, weak, recipe, policy, log)
+def generate_records(
+    train: list[Record],
+    weak: Generator,
+    cfg: GenerateConfig,
+    seed: int,
+    policy: Policy,
+    log: CallLog | None = None,
+    writer: Generator | None = None,
+) -> tuple[list[Record], dict[str, int]]:
+    """Records from every enabled generator (kept and dropped), and counts per generator and outcome; `seed` is
+    the recipe's (generate.seed overrides it). `writer` writes Self-Instruct's new instructions when it is not
+    the weak model."""
+    responder = make_responder(train, weak, cfg, seed, policy, log)
+    seed = generation_seed(cfg, seed)
     records: list[Record] = []
     counts: Counter = Counter()
 
@@ -101,8 +102,20 @@ def generate_records(train: list[Record], weak: Generator, recipe: Recipe, polic
     if cfg.self_instruct.enabled:
         from ballast.generate.self_instruct import self_instruct
 
-        add("self_instruct", self_instruct(train, writer or weak, cfg.self_instruct, cfg.responses.decoding,
-                                           policy.company, policy.policy_id, seed, responder=responder, log=log))
+        add(
+            "self_instruct",
+            self_instruct(
+                train,
+                writer or weak,
+                cfg.self_instruct,
+                cfg.responses.decoding,
+                policy.company,
+                policy.policy_id,
+                seed,
+                responder=responder,
+                log=log,
+            ),
+        )
     if cfg.evol.enabled:
         from ballast.generate.evol import evolve
 

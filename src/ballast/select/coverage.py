@@ -10,8 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ballast.backends.base import Embedder
-from ballast.curate.dedup import record_text
-from ballast.records import Record, Source
+from ballast.records import Record, Source, record_text
 
 NONE = "(none)"  # a record with no slice (and no seed to borrow one from), or no rule labels
 
@@ -25,7 +24,7 @@ def slice_labels(records: Sequence[Record], vectors: np.ndarray) -> list[str]:
     if labelled and missing:
         seeds = vectors[labelled]
         for start in range(0, len(missing), 4096):
-            block = missing[start:start + 4096]
+            block = missing[start : start + 4096]
             for i, j in zip(block, (vectors[block] @ seeds.T).argmax(axis=1).tolist()):
                 out[i] = records[labelled[j]].slice
     return out
@@ -45,8 +44,9 @@ def _kmeans(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(vectors.astype(np.float64))
 
 
-def compare_coverage(sets: Mapping[str, Sequence[Record]], embedder: Embedder, *, clusters: int | None = None,
-                     seed: int = 0) -> dict:
+def compare_coverage(
+    sets: Mapping[str, Sequence[Record]], embedder: Embedder, *, clusters: int | None = None, seed: int = 0
+) -> dict:
     """Coverage of each named set, on k-means clusters fitted once to the union of all of them (k: `clusters`,
     else the square root of the union's size), so a cluster means the same thing in every column."""
     union: dict[str, Record] = {}
@@ -55,8 +55,13 @@ def compare_coverage(sets: Mapping[str, Sequence[Record]], embedder: Embedder, *
             union.setdefault(r.id, r)
     records = list(union.values())
     if not records:
-        return {"embedder": embedder.model.name, "records": 0, "clusters": 0, "seed": seed,
-                "sets": {name: _summary([], [], [], 0) for name in sets}}
+        return {
+            "embedder": embedder.model.name,
+            "records": 0,
+            "clusters": 0,
+            "seed": seed,
+            "sets": {name: _summary([], [], [], 0) for name in sets},
+        }
     vectors = np.asarray(embedder.embed([record_text(r) for r in records]), dtype=np.float32)
     k = min(len(records), clusters or max(1, round(math.sqrt(len(records)))))
     labels = _kmeans(vectors, k, seed).tolist()
@@ -65,20 +70,22 @@ def compare_coverage(sets: Mapping[str, Sequence[Record]], embedder: Embedder, *
     summaries = {}
     for name, members in sets.items():
         idx = [pos[rid] for rid in dict.fromkeys(r.id for r in members)]  # a record counts once per set
-        summaries[name] = _summary([slices[i] for i in idx], [records[i].rules for i in idx],
-                                   [labels[i] for i in idx], k)
-    return {"embedder": embedder.model.name, "records": len(records), "clusters": k, "seed": seed,
-            "sets": summaries}
+        summaries[name] = _summary(
+            [slices[i] for i in idx], [records[i].rules for i in idx], [labels[i] for i in idx], k
+        )
+    return {"embedder": embedder.model.name, "records": len(records), "clusters": k, "seed": seed, "sets": summaries}
 
 
 def _summary(slices: list[str], rules: list[list[str]], clusters: list[int], k: int) -> dict:
     per_cluster = Counter(clusters)
     rule_counts = Counter(rule for rs in rules for rule in rs) + Counter(NONE for rs in rules if not rs)
-    return {"records": len(slices),
-            "slices": dict(sorted(Counter(slices).items())),
-            "rules": dict(sorted(rule_counts.items())),
-            "clusters": [per_cluster.get(c, 0) for c in range(k)],
-            "distinct_slices": len(set(slices) - {NONE}),
-            "distinct_rules": len(set(rule_counts) - {NONE}),
-            "distinct_clusters": len(per_cluster),
-            "cluster_entropy_bits": round(entropy_bits(list(per_cluster.values())), 4)}
+    return {
+        "records": len(slices),
+        "slices": dict(sorted(Counter(slices).items())),
+        "rules": dict(sorted(rule_counts.items())),
+        "clusters": [per_cluster.get(c, 0) for c in range(k)],
+        "distinct_slices": len(set(slices) - {NONE}),
+        "distinct_rules": len(set(rule_counts) - {NONE}),
+        "distinct_clusters": len(per_cluster),
+        "cluster_entropy_bits": round(entropy_bits(list(per_cluster.values())), 4),
+    }

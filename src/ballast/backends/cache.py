@@ -13,8 +13,7 @@ from ballast.backends.base import Decoding, Generation, Generator, Prompt, strea
 
 
 def call_key(model_sha256: str | None, model_name: str, prompt: Prompt, decoding: Decoding) -> str:
-    payload = json.dumps([model_sha256 or model_name, prompt, decoding.as_dict()], sort_keys=True,
-                         ensure_ascii=False)
+    payload = json.dumps([model_sha256 or model_name, prompt, decoding.as_dict()], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -33,8 +32,9 @@ class CachedGenerator:
         self.hits = 0
         self.misses = 0
 
-    def generate(self, prompts: Sequence[Prompt], decoding: Decoding,
-                 on_result: Callable[[int, Generation], None] | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[Prompt], decoding: Decoding, on_result: Callable[[int, Generation], None] | None = None
+    ) -> list[Generation]:
         """`on_result(i, generation)` is called for cached prompts first, then as each new call finishes
         (each stored before the callback), when the inner generator streams its results."""
         keys = [call_key(self.model.sha256, self.model.name, p, decoding) for p in prompts]
@@ -65,8 +65,11 @@ class CachedGenerator:
         if missing:
             batch = [prompts[i] for i in missing]
             streaming = streams_results(self.inner)
-            returned = (self.inner.generate(batch, decoding, on_result=store) if streaming
-                        else self.inner.generate(batch, decoding))
+            returned = (
+                self.inner.generate(batch, decoding, on_result=store)
+                if streaming
+                else self.inner.generate(batch, decoding)
+            )
             for j, gen in enumerate(returned):
                 if j not in stored:
                     store(j, gen)

@@ -1,4 +1,4 @@
-"""Self-Instruct's novelty rule: a text is new if its ROUGE-L F against every pool text is at most a threshold."""
+"""Self-Instruct's novelty rule, exhaustively: the reference the fast index (ballast.rouge) is tested against."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ballast.yamlio import load_model
+from ballast.errors import InputError
+from ballast.yamlio import line_of, load_model, load_yaml, validate
 
 RULE_ID = r"^[A-Z][0-9]+$"
 
@@ -105,6 +106,28 @@ class Register(_Strict):
     emojis_allowed: bool
 
 
+class ContrastiveBank(_Strict):
+    """One kind of off-policy sentence for the contrastive edits, in (customer-facing, agent-facing) wordings."""
+
+    rule: str | None = Field(None, pattern=RULE_ID)  # the rule the sentence breaks
+    customer: list[str] = Field(min_length=1)
+    agent: list[str] = Field(min_length=1)
+    seed_rules: list[str] = []  # a seed exercising one of these (besides `rule`) invites the mistake
+    seed_slices: list[str] = []  # so does a seed in one of these slices
+    reply_words: list[str] = []  # and, when given, its reply must contain one of these words
+
+
+class ContrastiveData(_Strict):
+    """What the contrastive edits need to know about a policy beyond its rules: phrase banks, rival names and the
+    rules some edits break. Usually its own file, named in policy.yaml (`contrastive: phrase_banks.yaml`)."""
+
+    rivals: list[str] = []
+    instructions_first_rule: str | None = None  # acknowledgement moved after the instructions
+    promise_rule: str | None = None  # a promised delivery date
+    identity_rule: str | None = None  # a skipped identity check
+    banks: dict[str, ContrastiveBank] = {}
+
+
 class Policy(_Strict):
     policy_id: str
     version: str
@@ -121,7 +144,12 @@ class Policy(_Strict):
     # What a reply does, by its phrasing (regexes): "accept_return", "refund_promise"; rules' cases forbid them.
     stances: dict[str, list[str]] = {}
     member_marker: str | None = None  # marks a member in the input, e.g. "Harbor Plus"
-    sha256: str = ""  # of the policy file; filled by load_policy
+    contrastive: ContrastiveData = ContrastiveData()
+    # The slices seeds are stratified and evaluated by (empty: any name), and the one of benign requests the
+    # model must answer rather than refuse (its refusal rate is a metric and a gate).
+    slices: list[str] = []
+    benign_slice: str | None = None
+    sha256: str = ""  # of the policy file (and of the contrastive file it names); filled by load_policy
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -131,11 +159,15 @@ class Policy(_Strict):
                 raise ValueError(f"rules[{i}]: duplicate rule id {rule.id}")
             seen.add(rule.id)
             if self.areas.get(rule.id[0]) != rule.area:
-                raise ValueError(f"rules[{i}] ({rule.id}): area {rule.area!r} does not match the area "
-                                 f"of prefix {rule.id[0]!r}, expected {self.areas.get(rule.id[0])!r}")
+                raise ValueError(
+                    f"rules[{i}] ({rule.id}): area {rule.area!r} does not match the area "
+                    f"of prefix {rule.id[0]!r}, expected {self.areas.get(rule.id[0])!r}"
+                )
             if rule.escalate_to and rule.escalate_to not in (*self.teams, "supervisor"):
-                raise ValueError(f"rules[{i}] ({rule.id}): escalate_to {rule.escalate_to!r} is not one of "
-                                 f"the teams {self.teams} or 'supervisor'")
+                raise ValueError(
+                    f"rules[{i}] ({rule.id}): escalate_to {rule.escalate_to!r} is not one of "
+                    f"the teams {self.teams} or 'supervisor'"
+                )
         facts = {f.id for r in self.rules for f in r.facts}
         for name, patterns in self.stances.items():
             try:
@@ -147,8 +179,9 @@ class Policy(_Strict):
                 where = f"rules[{i}] ({rule.id}).cases[{j}]"
                 unknown = [s for s in case.forbids if s not in self.stances]
                 if unknown:
-                    raise ValueError(f"{where}: stances {unknown} are not defined in stances "
-                                     f"({', '.join(self.stances) or 'none'})")
+                    raise ValueError(
+                        f"{where}: stances {unknown} are not defined in stances ({', '.join(self.stances) or 'none'})"
+                    )
                 refs = [case.amount_over] + ([case.elapsed.fact, case.elapsed.member_fact] if case.elapsed else [])
                 missing = [f for f in refs if f and f not in facts]
                 if missing:
@@ -159,6 +192,8 @@ class Policy(_Strict):
                     raise ValueError(f"{where}: unless_escalated is set but the rule has no escalate_to")
                 if case.elapsed and case.elapsed.member_fact and not self.member_marker:
                     raise ValueError(f"{where}: member_fact needs member_marker at the top of the policy")
+        if self.benign_slice is not None and self.slices and self.benign_slice not in self.slices:
+            raise ValueError(f"benign_slice: {self.benign_slice!r} is not one of the slices {self.slices}")
         for name, ref in (("form.rule", self.form.rule), ("register.rule", self.register_.rule)):
             if ref not in seen:
                 raise ValueError(f"{name}: {ref} is not a rule id in rules")
@@ -186,8 +221,21 @@ class Policy(_Strict):
 def load_policy(path: str | Path) -> Policy:
     """Load and validate a policy YAML; a malformed file raises InputError naming file, line and field."""
     path = Path(path)
-    policy = load_model(Policy, path)
-    return policy.model_copy(update={"sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    data, node = load_yaml(path)
+    digest = hashlib.sha256(path.read_bytes())
+    if isinstance(data, dict) and isinstance(data.get("contrastive"), str):  # a file beside the policy
+        extra = path.parent / data["contrastive"]
+        if not extra.is_file():
+            raise InputError(
+                f"contrastive file {extra} does not exist",
+                file=path,
+                line=line_of(node, ("contrastive",)),
+                field="contrastive",
+            )
+        data["contrastive"] = load_model(ContrastiveData, extra).model_dump()
+        digest.update(b"\0" + extra.read_bytes())
+    policy = validate(Policy, data, file=path, node=node)
+    return policy.model_copy(update={"sha256": digest.hexdigest()})
 
 
 def rule_ids_in_markdown(text: str) -> list[str]:

@@ -20,17 +20,18 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, Field, ValidationError
 
 from ballast.backends.base import Decoding, Generator, Message
-from ballast.generate.calls import CallLog, generate_all
-from ballast.generate.prompting import render
-from ballast.policy import Policy, Rule
-from ballast.policy_checks import PolicyChecker
-from ballast.prompts import user_content
+from ballast.backends.calls import CallLog, generate_all
+from ballast.policy.checks import PolicyChecker
+from ballast.policy.schema import Policy, Rule
 from ballast.records import Record
+from ballast.stages import JUDGE
 from ballast.templates import load_template
+from ballast.templates.prompts import user_content
+from ballast.templates.render import render
 
 SYSTEM_TEMPLATE = "judge/rubric_system"
 RECORD_TEMPLATE = "judge/rubric_record"
-STAGE = "judge"
+STAGE = JUDGE
 INJECTION_CAP = 1  # the lowest grade: with it, an injection can only lower a verdict
 DEFAULT_DECODING = Decoding(temperature=0.0, top_p=1.0, max_tokens=128)
 
@@ -38,20 +39,23 @@ DEFAULT_DECODING = Decoding(temperature=0.0, top_p=1.0, max_tokens=128)
 # match caps a good record: "give a refund in 5 days" or "ignore the assembly instructions" must not match.
 _TARGET = r"(?:this|it|the\s+(?:reply|response|answer))"
 _TOP = r"(?:5|five|10|ten)\b(?!\s*(?:business\s+)?(?:days?|weeks?|months?|years?|usd|%))"
-INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
-    r"\b(?:ignore|disregard|forget|override)\s+(?:(?:all|any|of|the|your|these|those|previous|prior|earlier|"
-    r"above)\s+)*(?:rules?|instructions?|rubric|polic(?:y|ies)|guidelines?|criteria)\b",
-    rf"\b(?:rate|score|grade|mark)\s+(?:{_TARGET}\s+)?(?:(?:a|as|as a|with|with a)\s+)?{_TOP}",
-    rf"\b(?:give|assign|award)\s+{_TARGET}\s+(?:a\s+)?(?:{_TOP}|full marks|(?:a\s+)?perfect score)",
-    r"\b(?:rating|score|grade)\s+of\s+(?:5|five|10|ten)\b",
-    r"\b(?:full marks|perfect score|highest (?:score|grade|rating)|top (?:score|grade|marks))\b",
-    r"\byou\s+are\s+(?:now\s+)?(?:an?\s+|the\s+)?(?:judge|grader|evaluator|reviewer|rater|assessor)\b",
-    r"\b(?:dear|attention|note to(?: the)?)\s+(?:ai\s+)?(?:judge|grader|evaluator|reviewer|rater)\b",
-    r"\b(?:judge|grader|evaluator|rater)\s*[:,]\s*(?:please|you|this|rate|score|give)\b",
-    r"\"(?:score|violated_rules)\"\s*:",  # a verdict written into the record
-    r"</?\s*(?:request|reply)\b",  # an attempt to close or open a data block
-    r"\b(?:system prompt|developer mode)\b",
-)]
+INJECTION_PATTERNS = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"\b(?:ignore|disregard|forget|override)\s+(?:(?:all|any|of|the|your|these|those|previous|prior|earlier|"
+        r"above)\s+)*(?:rules?|instructions?|rubric|polic(?:y|ies)|guidelines?|criteria)\b",
+        rf"\b(?:rate|score|grade|mark)\s+(?:{_TARGET}\s+)?(?:(?:a|as|as a|with|with a)\s+)?{_TOP}",
+        rf"\b(?:give|assign|award)\s+{_TARGET}\s+(?:a\s+)?(?:{_TOP}|full marks|(?:a\s+)?perfect score)",
+        r"\b(?:rating|score|grade)\s+of\s+(?:5|five|10|ten)\b",
+        r"\b(?:full marks|perfect score|highest (?:score|grade|rating)|top (?:score|grade|marks))\b",
+        r"\byou\s+are\s+(?:now\s+)?(?:an?\s+|the\s+)?(?:judge|grader|evaluator|reviewer|rater|assessor)\b",
+        r"\b(?:dear|attention|note to(?: the)?)\s+(?:ai\s+)?(?:judge|grader|evaluator|reviewer|rater)\b",
+        r"\b(?:judge|grader|evaluator|rater)\s*[:,]\s*(?:please|you|this|rate|score|give)\b",
+        r"\"(?:score|violated_rules)\"\s*:",  # a verdict written into the record
+        r"</?\s*(?:request|reply)\b",  # an attempt to close or open a data block
+        r"\b(?:system prompt|developer mode)\b",
+    )
+]
 
 
 class Verdict(BaseModel):
@@ -126,10 +130,22 @@ def _fact_text(rule: Rule) -> str:
 class Judge:
     """Grades records with a rubric of the policy rules that concern each one."""
 
-    def __init__(self, generator: Generator, policy: Policy, *, decoding: Decoding = DEFAULT_DECODING,
-                 max_rules: int = 6, log: CallLog | None = None) -> None:
-        self.generator, self.policy, self.decoding, self.max_rules, self.log = (generator, policy, decoding,
-                                                                                 max_rules, log)
+    def __init__(
+        self,
+        generator: Generator,
+        policy: Policy,
+        *,
+        decoding: Decoding = DEFAULT_DECODING,
+        max_rules: int = 6,
+        log: CallLog | None = None,
+    ) -> None:
+        self.generator, self.policy, self.decoding, self.max_rules, self.log = (
+            generator,
+            policy,
+            decoding,
+            max_rules,
+            log,
+        )
         self.checker = PolicyChecker(policy)
         self.system, self.record_template = load_template(SYSTEM_TEMPLATE), load_template(RECORD_TEMPLATE)
 
@@ -155,14 +171,19 @@ class Judge:
         # A code the record cannot contain: it is derived from the record's own content hash.
         tag = hashlib.sha256(f"{self.record_template.sha256}:{record.id}".encode()).hexdigest()[:10]
         system = render(self.system, company=self.policy.company, rules="\n".join(lines), tag=tag)
-        user = render(self.record_template, tag=tag, request=user_content(record.instruction, record.input),
-                      reply=record.output.strip())
+        user = render(
+            self.record_template,
+            tag=tag,
+            request=user_content(record.instruction, record.input),
+            reply=record.output.strip(),
+        )
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def judge(self, records: Sequence[Record]) -> list[Judgement]:
         """One Judgement per record, in order; failures are in `error`, never raised."""
-        generations = generate_all(self.generator, [self.messages(r) for r in records], self.decoding,
-                                   label="judge", log=self.log)
+        generations = generate_all(
+            self.generator, [self.messages(r) for r in records], self.decoding, label="judge", log=self.log
+        )
         return [self.judgement(r, g.text, g.error) for r, g in zip(records, generations, strict=True)]
 
     def judgement(self, record: Record, text: str | None, call_error: str | None = None) -> Judgement:
@@ -170,16 +191,27 @@ class Judge:
         verdict, error = (None, f"call failed: {call_error}") if call_error else parse_verdict(text)
         injection = injection_phrases(record)
         if verdict is None:
-            return Judgement(score=INJECTION_CAP if injection else None, error=error, injection=injection, raw=text,
-                             reason="judge-injection attempt" if injection else "")
+            return Judgement(
+                score=INJECTION_CAP if injection else None,
+                error=error,
+                injection=injection,
+                raw=text,
+                reason="judge-injection attempt" if injection else "",
+            )
         known = [r for r in dict.fromkeys(verdict.violated_rules) if r in self.policy.by_id]
         unknown = [r for r in verdict.violated_rules if r not in self.policy.by_id]
         if injection:
-            return Judgement(score=min(verdict.score, INJECTION_CAP), violated_rules=known,
-                             reason=f"judge-injection attempt: {injection[0]!r}", unknown_rules=unknown,
-                             injection=injection, raw=text)
-        return Judgement(score=verdict.score, violated_rules=known, reason=verdict.reason, unknown_rules=unknown,
-                         raw=text)
+            return Judgement(
+                score=min(verdict.score, INJECTION_CAP),
+                violated_rules=known,
+                reason=f"judge-injection attempt: {injection[0]!r}",
+                unknown_rules=unknown,
+                injection=injection,
+                raw=text,
+            )
+        return Judgement(
+            score=verdict.score, violated_rules=known, reason=verdict.reason, unknown_rules=unknown, raw=text
+        )
 
     def score(self, records: Sequence[Record], *, min_score: int | None = None) -> JudgeSummary:
         """Writes `record.scores["judge"]` (AlpaGasus-style, 1-5) and the judge's decisions; with `min_score`, a

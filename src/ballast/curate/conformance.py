@@ -26,9 +26,9 @@ import numpy as np
 
 from ballast.backends.base import Embedder
 from ballast.errors import InputError
-from ballast.policy import Policy
-from ballast.policy_checks import PolicyChecker, split_sentences
-from ballast.recipe import ClassifierConfig, ContrastiveConfig
+from ballast.policy.checks import PolicyChecker, split_sentences
+from ballast.policy.schema import Policy
+from ballast.recipe import ClassifierConfig
 from ballast.records import Record
 
 _FOLDS = 5
@@ -69,14 +69,19 @@ class _Featurizer:
         vectors = self.embedder.embed(texts)
         row = {t: i for i, t in enumerate(texts)}
         openings = [next((s for s in sentences if not _NOT_AN_OPENING.match(s)), sentences[0]) for sentences in replies]
-        blocks = [vectors[[row[c] for c in contexts]],
-                  np.stack([vectors[[row[s] for s in sentences]].mean(axis=0) for sentences in replies]),
-                  np.stack([vectors[[row[s] for s in sentences]].max(axis=0) for sentences in replies]),
-                  vectors[[row[s] for s in openings]]]
+        blocks = [
+            vectors[[row[c] for c in contexts]],
+            np.stack([vectors[[row[s] for s in sentences]].mean(axis=0) for sentences in replies]),
+            np.stack([vectors[[row[s] for s in sentences]].max(axis=0) for sentences in replies]),
+            vectors[[row[s] for s in openings]],
+        ]
         if self.checker is not None:
             blocks.append(self._findings(records))
-        return (np.hstack(blocks).astype(np.float32), replies,
-                [vectors[[row[s] for s in sentences]] for sentences in replies])
+        return (
+            np.hstack(blocks).astype(np.float32),
+            replies,
+            [vectors[[row[s] for s in sentences]] for sentences in replies],
+        )
 
     def _findings(self, records: Sequence[Record]) -> np.ndarray:
         index = {rule_id: i for i, rule_id in enumerate(self.rule_ids)}
@@ -95,8 +100,9 @@ def _max_score(head, sentence_vectors: list[np.ndarray]) -> np.ndarray:  # noqa:
 
 
 class ConformanceClassifier:
-    def __init__(self, policy: Policy, embedder: Embedder | None = None, *, rule_features: bool = True,
-                 c: float = 1.0) -> None:
+    def __init__(
+        self, policy: Policy, embedder: Embedder | None = None, *, rule_features: bool = True, c: float = 1.0
+    ) -> None:
         if embedder is None:
             from ballast.backends.minilm import MiniLMEmbedder
 
@@ -121,8 +127,10 @@ class ConformanceClassifier:
         if unlabelled:
             raise ValueError(f"{len(unlabelled)} violations name no rule id, e.g. record {unlabelled[0]}")
         if len(conformant) < _FOLDS or len(violations) < _FOLDS:
-            raise ValueError(f"need at least {_FOLDS} conformant and {_FOLDS} violating records, "
-                             f"got {len(conformant)} and {len(violations)}")
+            raise ValueError(
+                f"need at least {_FOLDS} conformant and {_FOLDS} violating records, "
+                f"got {len(conformant)} and {len(violations)}"
+            )
         records = [*conformant, *violations]
         x, replies, sentence_vectors = self._features(records)
         y = np.array([0] * len(conformant) + [1] * len(violations))
@@ -149,7 +157,7 @@ class ConformanceClassifier:
         if labels.shape[1] < 2:
             raise ValueError(f"the violations name only {list(binarizer.classes_)}; the rule head needs two rules")
         self.rule_labels = list(binarizer.classes_)
-        self._rules = OneVsRestClassifier(self._linear()).fit(x[len(conformant):], labels)
+        self._rules = OneVsRestClassifier(self._linear()).fit(x[len(conformant) :], labels)
         self.data_sha256 = training_hash(conformant, violations)
         self.trained_on = (len(conformant), len(violations))
         return self
@@ -188,10 +196,16 @@ class ConformanceClassifier:
         import sklearn
 
         model = self.embedder.model
-        return {"data_sha256": self.data_sha256, "policy_id": self.policy.policy_id,
-                "rule_ids": self.policy.rule_ids, "rule_labels": self.rule_labels,
-                "rule_features": self.rule_features, "c": self.c,
-                "embedder": {"name": model.name, "sha256": model.sha256}, "sklearn": sklearn.__version__}
+        return {
+            "data_sha256": self.data_sha256,
+            "policy_id": self.policy.policy_id,
+            "rule_ids": self.policy.rule_ids,
+            "rule_labels": self.rule_labels,
+            "rule_features": self.rule_features,
+            "c": self.c,
+            "embedder": {"name": model.name, "sha256": model.sha256},
+            "sklearn": sklearn.__version__,
+        }
 
     def save(self, folder: str | Path) -> Path:
         import joblib
@@ -200,8 +214,9 @@ class ConformanceClassifier:
             raise RuntimeError("nothing to save: the classifier is not fitted")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"violation": self._violation, "rules": self._rules, "sentence": self._sentence},
-                    folder / "model.joblib")
+        joblib.dump(
+            {"violation": self._violation, "rules": self._rules, "sentence": self._sentence}, folder / "model.joblib"
+        )
         (folder / "meta.json").write_text(json.dumps(self._meta(), indent=2) + "\n")
         return folder
 
@@ -219,27 +234,34 @@ class ConformanceClassifier:
         meta = json.loads(meta_path.read_text())
         clf = cls(policy, embedder, rule_features=meta["rule_features"], c=meta["c"])
         model = clf.embedder.model
-        mismatches = [(field, saved, now) for field, saved, now in (
-            ("rule_ids", meta["rule_ids"], policy.rule_ids),
-            ("embedder", meta["embedder"], {"name": model.name, "sha256": model.sha256}),
-            ("sklearn", meta["sklearn"], sklearn.__version__)) if saved != now]
+        mismatches = [
+            (field, saved, now)
+            for field, saved, now in (
+                ("rule_ids", meta["rule_ids"], policy.rule_ids),
+                ("embedder", meta["embedder"], {"name": model.name, "sha256": model.sha256}),
+                ("sklearn", meta["sklearn"], sklearn.__version__),
+            )
+            if saved != now
+        ]
         if mismatches:
             field, saved, now = mismatches[0]
-            raise InputError(f"saved with {saved!r}, now {now!r}; fit the classifier again", file=meta_path,
-                             field=field)
+            raise InputError(
+                f"saved with {saved!r}, now {now!r}; fit the classifier again", file=meta_path, field=field
+            )
         heads = joblib.load(folder / "model.joblib")
         clf._violation, clf._rules, clf._sentence = heads["violation"], heads["rules"], heads["sentence"]
         clf.rule_labels, clf.data_sha256 = meta["rule_labels"], meta["data_sha256"]
         return clf
 
 
-def fit_from_seeds(policy: Policy, seeds: Sequence[Record], cfg: ClassifierConfig,
-                   contrastive: ContrastiveConfig | None = None,
-                   embedder: Embedder | None = None) -> ConformanceClassifier:
+def fit_from_seeds(
+    policy: Policy,
+    seeds: Sequence[Record],
+    negatives: Sequence[Record],
+    cfg: ClassifierConfig,
+    embedder: Embedder | None = None,
+) -> ConformanceClassifier:
     """The classifier as curation uses it: fitted on human training seeds (conformant) and the contrastive
-    negatives built from them. `seeds` must not include held-out records: the negatives copy their prompts."""
-    from ballast.generate.contrastive import contrastive_negatives
-
-    seeds = list(seeds)
-    negatives, _ = contrastive_negatives(seeds, policy, contrastive or ContrastiveConfig())
-    return ConformanceClassifier(policy, embedder, rule_features=cfg.rule_features).fit(seeds, negatives)
+    negatives built from them (`ballast.generate.contrastive`; the pipeline hands over the ones already in
+    curate's input). `seeds` must not include held-out records: the negatives copy their prompts."""
+    return ConformanceClassifier(policy, embedder, rule_features=cfg.rule_features).fit(list(seeds), list(negatives))

@@ -18,8 +18,11 @@ SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 class MissingSlot(InputError):
     def __init__(self, template_id: str, slot: str, given: list[str]) -> None:
         self.template_id, self.slot = template_id, slot
-        super().__init__(f"template {template_id!r} needs slot {slot!r}, which has no value "
-                         f"(given: {', '.join(sorted(given)) or 'none'})", field=slot)
+        super().__init__(
+            f"template {template_id!r} needs slot {slot!r}, which has no value "
+            f"(given: {', '.join(sorted(given)) or 'none'})",
+            field=slot,
+        )
 
 
 def slots_of(text: str) -> list[str]:

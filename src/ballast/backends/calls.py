@@ -44,10 +44,24 @@ class CallLog:
 
     def write(self, label: str, prompt: Prompt, gen: Generation) -> None:
         (self.ok if gen.ok else self.failed)[label] += 1
-        self._fh.write(json.dumps({
-            "time": round(time.time(), 3), "label": label, "prompt_sha256": prompt_sha256(prompt), "ok": gen.ok,
-            "text": gen.text, "error": gen.error, "attempts": gen.attempts, "prompt_tokens": gen.prompt_tokens,
-            "completion_tokens": gen.completion_tokens, "finish_reason": gen.finish_reason}, ensure_ascii=False) + "\n")
+        self._fh.write(
+            json.dumps(
+                {
+                    "time": round(time.time(), 3),
+                    "label": label,
+                    "prompt_sha256": prompt_sha256(prompt),
+                    "ok": gen.ok,
+                    "text": gen.text,
+                    "error": gen.error,
+                    "attempts": gen.attempts,
+                    "prompt_tokens": gen.prompt_tokens,
+                    "completion_tokens": gen.completion_tokens,
+                    "finish_reason": gen.finish_reason,
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
         self._fh.flush()  # into the OS: a killed process loses nothing already written
 
     def summary(self) -> dict[str, int]:
@@ -57,8 +71,16 @@ class CallLog:
         self._fh.close()
 
 
-def generate_all(generator: Generator, prompts: Sequence[Prompt], decoding: Decoding, *, label: str,
-                 chunk: int = 8, log: CallLog | None = None, progress: bool = True) -> list[Generation]:
+def generate_all(
+    generator: Generator,
+    prompts: Sequence[Prompt],
+    decoding: Decoding,
+    *,
+    label: str,
+    chunk: int = 8,
+    log: CallLog | None = None,
+    progress: bool = True,
+) -> list[Generation]:
     """One Generation per prompt, in order. Failures come back as Generation(error=...); an exception from
     the backend fails the prompts of that call (recorded, counted) instead of losing finished work."""
     results: list[Generation | None] = [None] * len(prompts)
@@ -79,8 +101,11 @@ def generate_all(generator: Generator, prompts: Sequence[Prompt], decoding: Deco
             batch = list(prompts[start : start + step])
             try:
                 if streaming:
-                    returned = generator.generate(batch, decoding,  # type: ignore[call-arg]
-                                                  on_result=lambda j, gen, s=start: finish(s + j, gen))
+                    returned = generator.generate(
+                        batch,
+                        decoding,  # type: ignore[call-arg]
+                        on_result=lambda j, gen, s=start: finish(s + j, gen),
+                    )
                 else:
                     returned = generator.generate(batch, decoding)
             except Exception as exc:  # noqa: BLE001 - a backend bug must not lose the finished calls

@@ -29,8 +29,8 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerBase
 
 from ballast.backends.transformers_hf import label_logprobs, load_causal_lm
-from ballast.prompts import record_messages
 from ballast.records import Record
+from ballast.templates.prompts import record_messages
 
 
 def generation_header(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -64,8 +64,9 @@ class ScoreSummary:
 class QualityScorer:
     """Writes `ifd`, `ppl`, `loss_cond` and `loss_uncond` into `record.scores`."""
 
-    def __init__(self, company: str, model: str = "smollm2-135m-instruct", *, batch_size: int = 16,
-                 max_len: int = 1024) -> None:
+    def __init__(
+        self, company: str, model: str = "smollm2-135m-instruct", *, batch_size: int = 16, max_len: int = 1024
+    ) -> None:
         self.company, self.batch_size, self.max_len = company, batch_size, max_len
         # float32 everywhere: scores must not depend on whether the device has bf16
         self.lm, self.tokenizer, self.model = load_causal_lm(model, dtype=torch.float32)
@@ -78,8 +79,9 @@ class QualityScorer:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def prepare(self, record: Record) -> ScoringInput:
-        prompt = self.tokenizer.apply_chat_template(record_messages(record, self.company, with_response=False),
-                                                    tokenize=False, add_generation_prompt=True)
+        prompt = self.tokenizer.apply_chat_template(
+            record_messages(record, self.company, with_response=False), tokenize=False, add_generation_prompt=True
+        )
         return ScoringInput(self._encode(prompt), self._alone, self._encode(record.output))
 
     def mean_nll(self, sequences: Sequence[tuple[list[int], int]]) -> list[float]:
@@ -93,8 +95,11 @@ class QualityScorer:
             rows = [torch.tensor(sequences[i][0]) for i in batch]
             ids = pad_sequence(rows, batch_first=True, padding_value=pad).to(device)
             mask = pad_sequence([torch.ones(len(r), dtype=torch.long) for r in rows], batch_first=True).to(device)
-            labels = pad_sequence([torch.tensor([-100] * sequences[i][1] + sequences[i][0][sequences[i][1]:])
-                                   for i in batch], batch_first=True, padding_value=-100).to(device)
+            labels = pad_sequence(
+                [torch.tensor([-100] * sequences[i][1] + sequences[i][0][sequences[i][1] :]) for i in batch],
+                batch_first=True,
+                padding_value=-100,
+            ).to(device)
             with torch.inference_mode():
                 logprobs = label_logprobs(self.lm, ids, mask, labels)
             counts = (labels[:, 1:] != -100).sum(1)

@@ -28,7 +28,8 @@ import numpy as np
 from ballast.backends.minilm import MiniLMEmbedder
 from ballast.backends.static import StaticEmbedder
 from ballast.curate.dedup import MinHashDuplicate, SemanticDuplicate
-from ballast.curate.filters import ExactDuplicate, Novelty, curation_filters
+from ballast.curate.filters import ExactDuplicate, Novelty
+from ballast.curate.stage import curation_filters
 from ballast.policy.schema import load_policy
 from ballast.recipe import MinHashConfig, SemanticConfig, load_recipe
 from ballast.records import Record, Source

@@ -364,8 +364,15 @@ def test_infer_audience(policy):
     assert infer("Write a note for the Tier 2 handover.", "Summary:", policy.sign_off) == "agent"
 
 
-def test_the_checks_come_from_the_policy_file():
+def _raw_policy() -> dict:
+    """policy.yaml as data, with the contrastive file it names read in (as load_policy does)."""
     raw = yaml.safe_load((EXAMPLE / "policy.yaml").read_text())
+    raw["contrastive"] = yaml.safe_load((EXAMPLE / raw["contrastive"]).read_text())
+    return raw
+
+
+def test_the_checks_come_from_the_policy_file():
+    raw = _raw_policy()
     r1 = next(r for r in raw["rules"] if r["id"] == "R1")
     r1["facts"][0]["value"] = 45
     raw["register"]["banned_phrases"].append("cheers")
@@ -406,7 +413,7 @@ def test_wrong_values_swapped_into_seeds_are_found(checker, seeds, rule_id, patt
 
 
 def test_a_case_must_forbid_stances_the_policy_defines():
-    raw = yaml.safe_load((EXAMPLE / "policy.yaml").read_text())
+    raw = _raw_policy()
     r7 = next(r for r in raw["rules"] if r["id"] == "R7")
     r7["cases"][0]["forbids"] = ["accept_exchange"]
     with pytest.raises(ValueError, match=r"R7\).cases\[0\]: stances \['accept_exchange'\] are not defined"):

@@ -93,7 +93,12 @@ def build_pool(
         "name": recipe.name,
         "recipe": recipe_path.name,
         "seed": recipe.seed,
-        "policy": {"policy_id": policy.policy_id, "version": policy.version, "sha256": policy.sha256},
+        "policy": {
+            "policy_id": policy.policy_id,
+            "version": policy.version,
+            "sha256": policy.sha256,
+            "company": policy.company,
+        },
         "seeds": {
             "file": recipe.seeds.name,
             "sha256": _sha256(recipe.seeds),
@@ -182,10 +187,10 @@ def render_card(manifest: dict) -> str:
     lines = [
         f"# {manifest['name']}: the pilot's synthetic pool",
         "",
-        "Instructions grown from the Harbor Home Goods human training seeds by ballast's generators and answered",
-        f"by the weak model ({weak['name']}, `{weak['package']}`, sha256 `{weak['sha256'][:16]}...`). It is the",
-        "pool the scenario's team already has when the next iteration starts: nothing here is curated, and the",
-        f"pilot model trains on all of it. Made by `ballast pool` from `{manifest['recipe']}`; the held-out",
+        f"Instructions grown from the {manifest['policy']['company']} human training seeds by ballast's generators",
+        f"and answered by the weak model ({weak['name']}, `{weak['package']}`, sha256 `{weak['sha256'][:16]}...`).",
+        "It is the pool the scenario's team already has when the next iteration starts: nothing here is curated,",
+        f"and the pilot model trains on all of it. Made by `ballast pool` from `{manifest['recipe']}`; the held-out",
         f"human seeds never reached it (their ids' sha256: `{manifest['seeds']['heldout_ids_sha256'][:16]}...`).",
         "",
         f"Records: **{manifest.get('records', 0)}** in {len(shards)} shards ({seconds / 3600:.1f} h of generation).",

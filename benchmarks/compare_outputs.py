@@ -99,17 +99,14 @@ def _run_outputs(run_dir: Path) -> dict:
 
 
 def _findings() -> dict:
-    from ballast.recipe import ContrastiveConfig
-    from ballast.records import Record, Source
-    from ballast.seeds import load_seeds, split_heldout
+    from bench_devset import load_devset
 
-    try:  # the policy's home after the restructuring (issue 15), then before it
-        from ballast.policy.checks import PolicyChecker
-        from ballast.policy.schema import load_policy
-    except ImportError:
-        from ballast.policy import load_policy
-        from ballast.policy_checks import PolicyChecker
     from ballast.generate.contrastive import contrastive_negatives
+    from ballast.policy.checks import PolicyChecker
+    from ballast.policy.schema import load_policy
+    from ballast.recipe import ContrastiveConfig
+    from ballast.records import Record
+    from ballast.seeds import load_seeds, split_heldout
 
     policy = load_policy(EXAMPLE / "policy.yaml")
     checker = PolicyChecker(policy)
@@ -118,18 +115,7 @@ def _findings() -> dict:
     negatives, _ = contrastive_negatives(train, policy, ContrastiveConfig())
     sets: dict[str, list[Record]] = {"seeds": seeds, "negatives": negatives}
     for name in ("devset", "devset_blind"):
-        sets[name] = []
-        for line in (EXAMPLE / f"{name}.jsonl").read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            sets[name].append(
-                Record(
-                    instruction=row["instruction"],
-                    input=row["input"],
-                    output=row["output"],
-                    source=Source.imported,
-                    audience=row["audience"],
-                )
-            )
+        sets[name] = load_devset(EXAMPLE / f"{name}.jsonl")  # findings read instruction, input, output, audience
     out = {}
     for name, records in sets.items():
         out[name] = [

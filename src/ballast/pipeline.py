@@ -76,11 +76,14 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
 
     guard_heldout(split.train, split, "generation")
     weak = CachedGenerator(
-        backend_for(recipe.generate.server, recipe.models.weak, recipe.models.threads), run.cache_path
+        backend_for(recipe.generate.server, recipe.models.weak, recipe.models.threads, recipe.models.parallel),
+        run.cache_path,
     )
     writer = None
     if recipe.generate.self_instruct.enabled and recipe.generate.self_instruct.writer == "strong":
-        writer = CachedGenerator(backend_for(None, recipe.models.strong, recipe.models.threads), run.cache_path)
+        writer = CachedGenerator(
+            backend_for(None, recipe.models.strong, recipe.models.threads, recipe.models.parallel), run.cache_path
+        )
     # What stages declare they read besides recipe keys: file hashes rather than names and paths.
     run.provide(
         {
@@ -172,7 +175,7 @@ def run_recipe(recipe: Recipe, until: str = "report") -> Path:
         return run.root
 
     def weak_model():  # noqa: ANN202 - the weak model as generation serves it, for "weak" in evaluate.models
-        return backend_for(recipe.generate.server, recipe.models.weak, recipe.models.threads)
+        return backend_for(recipe.generate.server, recipe.models.weak, recipe.models.threads, recipe.models.parallel)
 
     judge = None
     if recipe.evaluate.judge is not None:

@@ -450,6 +450,13 @@ class ModelsConfig(_Section):
     strong: str = "gemma3-270m"
     # Two one-thread processes (e.g. pool shards side by side) outrun one two-thread process on a small model.
     threads: int | None = Field(None, ge=1, description="llama.cpp threads per process (None: every core)")
+    # Prompts llama.cpp decodes at once in process (continuous batching); a prompt's text does not depend on it.
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        description="sequences llama.cpp decodes at once in process (None: the backend's measured default; "
+        "1: one prompt at a time)",
+    )
 
 
 class PoolConfig(_Section):

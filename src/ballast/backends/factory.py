@@ -7,13 +7,15 @@ from ballast.backends.base import Generator
 from ballast.recipe import ServerConfig
 
 
-def backend_for(server: ServerConfig | None, model: str, threads: int | None = None) -> Generator:
-    """llama.cpp in process running `model` (an embedded model name or a GGUF path) on `threads` threads, or the
-    server given."""
+def backend_for(
+    server: ServerConfig | None, model: str, threads: int | None = None, parallel: int | None = None
+) -> Generator:
+    """llama.cpp in process running `model` (an embedded model name or a GGUF path) on `threads` threads,
+    `parallel` prompts at once (None: the backend's default), or the server given."""
     if server is None:
         from ballast.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(model, n_threads=threads)
+        return LlamaCppBackend(model, n_threads=threads, **({} if parallel is None else {"parallel": parallel}))
     from ballast.backends.openai_http import OpenAIBackend
 
     return OpenAIBackend(

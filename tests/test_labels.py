@@ -48,6 +48,14 @@ def test_bad_label_line_names_file_line_and_field(tmp_path, row, field, message)
     assert str(err.value).startswith(f"{path}:2: {field}: ")
 
 
+def test_a_line_that_is_not_json_names_its_line(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    path.write_text(json.dumps(_label("abc")) + "\n{not json\n")
+    with pytest.raises(InputError, match="Invalid JSON") as err:
+        load_labels(path)
+    assert err.value.line == 2 and str(err.value).startswith(f"{path}:2: Invalid JSON")
+
+
 def test_wrong_split_and_repeated_id_are_refused(tmp_path):
     path = tmp_path / "labels.jsonl"
     wrong = "blind" if split_of("abc") == "tune" else "tune"

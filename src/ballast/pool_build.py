@@ -11,6 +11,7 @@ shard sees a held-out seed.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ballast.backends.models import EMBEDDED
+from ballast.backends.models import EMBEDDED, file_sha256
 from ballast.errors import InputError
 from ballast.recipe import Recipe, load_recipe
 from ballast.records import Record
@@ -32,12 +33,6 @@ CARD = "README.md"
 
 def shard_file(k: int) -> str:
     return f"shard-{k:02d}.parquet"
-
-
-def _sha256(path: Path) -> str:
-    from ballast.backends.models import file_sha256
-
-    return file_sha256(path)
 
 
 def pool_folder(recipe_path: Path, recipe: Recipe) -> Path:
@@ -62,7 +57,7 @@ def _shard_entry(path: Path, records: list[Record], run_root: Path) -> dict:
     run_manifest = json.loads((run_root / "manifest.json").read_text(encoding="utf-8"))
     return {
         "file": path.name,
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
         "records": len(records),
         "sources": dict(sorted(Counter(r.source.value for r in records).items())),
         "generate_seconds": done["seconds"],
@@ -101,7 +96,7 @@ def build_pool(
         },
         "seeds": {
             "file": recipe.seeds.name,
-            "sha256": _sha256(recipe.seeds),
+            "sha256": file_sha256(recipe.seeds),
             "training_seed_ids_sha256": _ids_sha256(r.id for r in split.train),
             "heldout_ids_sha256": _ids_sha256(split.heldout_ids),
         },
@@ -117,7 +112,7 @@ def build_pool(
     for k in wanted:
         path = folder / shard_file(k)
         entry = read_manifest(folder)["shards"].get(str(k))
-        if entry and path.is_file() and _sha256(path) == entry["sha256"]:
+        if entry and path.is_file() and file_sha256(path) == entry["sha256"]:
             console.print(f"pool: shard {k} already in {folder.name}/ ({entry['records']} records)")
             continue
         shard = load_recipe(
@@ -145,8 +140,6 @@ def _update_manifest(folder: Path, header: dict, shards: dict[str, dict]) -> Non
 
 
 def _ids_sha256(ids: Iterable[str]) -> str:
-    import hashlib
-
     return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
 
 
@@ -165,7 +158,7 @@ def load_pool(folder: Path) -> list[Record]:
         path = folder / entry["file"]
         if not path.is_file():
             raise PoolIntegrityError(f"{path}: listed in {MANIFEST} but missing")
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != entry["sha256"]:
             raise PoolIntegrityError(
                 f"{path}: sha256 {actual[:12]}... does not match {MANIFEST} "
